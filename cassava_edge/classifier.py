@@ -1,0 +1,209 @@
+"""The API: a Classifier turns photos into Classifications.
+
+The work is split into public stages so that a benchmark can time each one:
+``load`` (read + decode) -> ``prepare`` (scale, crop, TTA views) -> ``infer`` (onnxruntime) -> ``postprocess``
+(average into a Classification). ``classify`` and ``classify_many`` chain them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+import cassava_edge
+
+from cassava_edge.errors import CassavaEdgeError, ImageError, OptionError
+from cassava_edge.imaging import DEFAULT_MAX_MEGAPIXELS, ImageSource, load_image, source_name
+from cassava_edge.models import resolve_model
+from cassava_edge.results import Classification, PreparedImage
+from cassava_edge.scan import check_plan, make_crops
+from cassava_edge.session import CUDA, PROVIDERS, OnnxSession
+from cassava_edge.tta import make_tta
+
+# Beyond this the training-scale photo gets absurdly long (a 1x1000 strip would become 600x600000).
+MAX_ASPECT_RATIO = 20.0
+
+
+class Classifier:
+    """Classifies cassava leaf photos with an ONNX model.
+
+    `tta` and `scan` default to the model's own choice (metadata ``default_tta``/``default_scan``). `seed` feeds
+    the ``seed`` TTA preset. One Classifier may be shared by several threads.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        provider: str = "auto",
+        tta: str | None = None,
+        scan: str | None = None,
+        threads: int | None = None,
+        chunk_size: int | None = None,
+        graph_optimization: str = "all",
+        seed: int = 0,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+        variant: str | None = None,
+    ) -> None:
+        if provider not in PROVIDERS:
+            raise OptionError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+        # Variants are chosen for the provider we expect to get; `auto` expects CUDA when onnxruntime has it.
+        cuda_expected = provider == "cuda" or (provider == "auto" and CUDA in ort.get_available_providers())
+        path = resolve_model(model, "cuda" if cuda_expected else "cpu", variant)
+        self.session = OnnxSession(
+            path, provider=provider, threads=threads, graph_optimization=graph_optimization, chunk_size=chunk_size
+        )
+        self.metadata = self.session.metadata
+        self.scan = check_plan(scan or self.metadata.default_scan)
+        self.seed = seed
+        self.tta = make_tta(tta or self.metadata.default_tta, crop_hw=self.metadata.crop_size, seed=seed)
+        self.max_megapixels = max_megapixels
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.metadata.labels
+
+    # -- stages ------------------------------------------------------------------------------------------------
+
+    def load(self, image: ImageSource, color: str = "RGB") -> np.ndarray:
+        """Read and decode `image` into upright HxWx3 uint8 RGB (see `cassava_edge.imaging.load_image`)."""
+        return load_image(image, color=color, max_megapixels=self.max_megapixels)
+
+    def prepare(self, rgb: np.ndarray, *, name: str = "<array>") -> PreparedImage:
+        """Scale the photo to training scale, cut the scan plan's crops and make the TTA views (float32)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
+            raise ImageError(name, f"prepare needs an HxWx3 uint8 RGB array (use load), got {rgb.shape} {rgb.dtype}")
+        height, width = rgb.shape[:2]
+        if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+            raise ImageError(name, f"{width}x{height} is too elongated to classify (over {MAX_ASPECT_RATIO:g}:1)")
+        crops = make_crops(rgb, self.scan, self.metadata.photo.short_side, self.metadata.crop_size)
+        views = self.tta.apply(crops.images).astype(np.float32, copy=False)
+        return PreparedImage(
+            views=np.ascontiguousarray(views),
+            boxes=crops.boxes,
+            view_names=tuple(self.tta.view_names()),
+            photo_size=crops.photo_size,
+            original_size=(width, height),
+        )
+
+    def infer(self, views: np.ndarray) -> np.ndarray:
+        """(n, classes) probabilities of float32 views, run chunk_size views per onnxruntime call."""
+        return self.session.run(views)
+
+    def postprocess(
+        self,
+        source: str,
+        probs: np.ndarray,
+        prepared: PreparedImage,
+        top_k: int = 3,
+        return_views: bool = False,
+    ) -> Classification:
+        """Average one photo's view probabilities into a Classification."""
+        return Classification.from_probabilities(
+            source, probs, self.labels, prepared, top_k=_check_top_k(top_k), return_views=return_views
+        )
+
+    # -- whole pipeline ----------------------------------------------------------------------------------------
+
+    def classify(
+        self, image: ImageSource, *, color: str = "RGB", top_k: int = 3, return_views: bool = False
+    ) -> Classification:
+        """Classify one photo; raises ImageError if it cannot be read."""
+        _check_top_k(top_k)
+        name = source_name(image)
+        prepared = self.prepare(self.load(image, color=color), name=name)
+        return self.postprocess(name, self.infer(prepared.views), prepared, top_k, return_views)
+
+    def classify_many(
+        self,
+        images: Iterable[ImageSource],
+        *,
+        batch_images: int = 4,
+        color: str = "RGB",
+        top_k: int = 3,
+        return_views: bool = False,
+    ) -> Iterator[Classification]:
+        """Classify photos lazily, yielding results in input order.
+
+        Every `batch_images` photos share onnxruntime batches (their views are concatenated, so a group needs
+        ceil(views / chunk_size) runs). A photo that cannot be read yields a failed Classification instead of
+        raising; the other photos are unaffected.
+        """
+        if batch_images < 1:
+            raise OptionError(f"batch_images must be at least 1, got {batch_images}")
+        _check_top_k(top_k)
+        group: list[ImageSource] = []
+        for image in images:
+            group.append(image)
+            if len(group) == batch_images:
+                yield from self._classify_group(group, color, top_k, return_views)
+                group = []
+        if group:
+            yield from self._classify_group(group, color, top_k, return_views)
+
+    def _classify_group(
+        self, images: list[ImageSource], color: str, top_k: int, return_views: bool
+    ) -> list[Classification]:
+        names = [source_name(image) for image in images]
+        prepared: list[PreparedImage | None] = []
+        errors: list[str | None] = []
+        for image, name in zip(images, names):
+            try:
+                prepared.append(self.prepare(self.load(image, color=color), name=name))
+                errors.append(None)
+            except CassavaEdgeError as exc:
+                prepared.append(None)
+                errors.append(exc.reason if isinstance(exc, ImageError) else str(exc))
+        ready = [p for p in prepared if p is not None]
+        probs = self.infer(np.concatenate([p.views for p in ready])) if ready else None
+        results, offset = [], 0
+        for name, item, error in zip(names, prepared, errors):
+            if item is None:
+                results.append(Classification.failed(name, error or "unknown error"))
+                continue
+            assert probs is not None
+            rows = probs[offset : offset + item.num_views]
+            offset += item.num_views
+            results.append(self.postprocess(name, rows, item, top_k, return_views))
+        return results
+
+    # -- description -------------------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """What runs: model file and metadata, providers, settings and library versions."""
+        return {
+            "model": str(self.session.path),
+            "metadata": _jsonable(dataclasses.asdict(self.metadata)),
+            "providers_available": ort.get_available_providers(),
+            "providers_loaded": list(self.session.providers),
+            "session": self.session.describe(),
+            "tta": self.tta.name,
+            "views_per_crop": self.tta.views_per_crop,
+            "scan": self.scan,
+            "seed": self.seed,
+            "max_megapixels": self.max_megapixels,
+            "versions": {
+                "cassava_edge": cassava_edge.__version__,
+                "onnxruntime": ort.__version__,
+                "opencv": cv2.__version__,
+                "numpy": np.__version__,
+            },
+        }
+
+
+def _check_top_k(top_k: int) -> int:
+    if top_k < 1:
+        raise OptionError(f"top_k must be at least 1, got {top_k}")
+    return top_k
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value

@@ -1,0 +1,150 @@
+"""The model contract: what an ONNX file must say about itself for the runtime to use it.
+
+This module is the single definition of that contract. `export/` imports it to write the metadata and the
+runtime reads it back with `ModelMetadata.from_onnx_props`; no label list or input size is written anywhere else.
+Each top-level field is stored as its own `metadata_props` entry (key ``cassava_edge.<field>``) holding JSON, so
+tools such as Netron show them one per line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from cassava_edge.errors import ModelError
+
+SCHEMA_VERSION = 1
+KEY_PREFIX = "cassava_edge."
+
+# The five Kaggle 2020 classes, in the model's output order. Export writes them into each model; the runtime
+# reads them back from the model, never from here.
+CASSAVA_LABELS: tuple[str, ...] = ("CBB", "CBSD", "CGM", "CMD", "Healthy")
+CASSAVA_LABEL_NAMES: tuple[str, ...] = (
+    "Cassava Bacterial Blight",
+    "Cassava Brown Streak Disease",
+    "Cassava Green Mottle",
+    "Cassava Mosaic Disease",
+    "Healthy",
+)
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """How a batch of crops must look when fed to the model."""
+
+    name: str
+    height: int
+    width: int
+    layout: str = "NHWC"
+    dtype: str = "float32"
+    color: str = "RGB"
+    value_range: tuple[float, float] = (0.0, 255.0)
+
+
+@dataclass(frozen=True)
+class PhotoScale:
+    """The scale the model saw photos at in training: the photo's shorter side, in pixels.
+
+    The reference trained 512 crops from 800x600 originals, so `short_side=600`.
+    """
+
+    short_side: int
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    labels: tuple[str, ...]
+    label_names: tuple[str, ...]
+    input: InputContract
+    photo: PhotoScale
+    default_scan: str = "grid"
+    default_tta: str = "flip"
+    output_name: str = "probabilities"
+    output_is_probability: bool = True
+    precision: str = "fp32"
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        """(height, width) of one model input."""
+        return self.input.height, self.input.width
+
+    def to_onnx_props(self) -> dict[str, str]:
+        data = asdict(self)
+        return {KEY_PREFIX + key: json.dumps(value, sort_keys=True) for key, value in data.items()}
+
+    @classmethod
+    def from_onnx_props(cls, props: Mapping[str, str], source: str = "model") -> "ModelMetadata":
+        """Parse and validate the metadata; raises ModelError naming what is missing or wrong."""
+        ours = {k[len(KEY_PREFIX):]: v for k, v in props.items() if k.startswith(KEY_PREFIX)}
+        if not ours:
+            raise ModelError(f"{source}: no cassava-edge metadata; export it with `python -m export`")
+        try:
+            data = {key: json.loads(value) for key, value in ours.items()}
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{source}: metadata is not valid JSON ({exc})") from None
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ModelError(
+                f"{source}: metadata schema version {version!r} is not supported (this runtime reads "
+                f"version {SCHEMA_VERSION}); re-export the model or upgrade cassava-edge"
+            )
+        missing = [name for name in ("labels", "label_names", "input", "photo") if name not in data]
+        if missing:
+            raise ModelError(f"{source}: metadata lacks {', '.join(missing)}")
+        try:
+            inp = dict(data.pop("input"))
+            inp["value_range"] = tuple(inp.get("value_range", (0.0, 255.0)))
+            meta = cls(
+                labels=tuple(data.pop("labels")),
+                label_names=tuple(data.pop("label_names")),
+                input=InputContract(**inp),
+                photo=PhotoScale(**data.pop("photo")),
+                **data,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: malformed metadata ({exc})") from None
+        meta.validate(source)
+        return meta
+
+    def validate(self, source: str = "model") -> None:
+        problems = []
+        if len(self.labels) < 2 or len(self.labels) != len(self.label_names):
+            problems.append("labels and label_names must be equally long, with at least two classes")
+        if self.input.layout != "NHWC" or self.input.color != "RGB":
+            problems.append(f"input must be NHWC RGB, got {self.input.layout} {self.input.color}")
+        if self.input.dtype != "float32":
+            problems.append(f"input dtype must be float32, got {self.input.dtype}")
+        if self.input.height < 8 or self.input.width < 8:
+            problems.append(f"crop size {self.input.height}x{self.input.width} is too small")
+        if self.photo.short_side < min(self.input.height, self.input.width):
+            problems.append("photo short side is smaller than the crop")
+        if problems:
+            raise ModelError(f"{source}: " + "; ".join(problems))
+
+
+def cassava_metadata(
+    crop_size: int,
+    photo_short_side: int,
+    *,
+    input_name: str,
+    output_name: str,
+    default_scan: str = "grid",
+    default_tta: str = "flip",
+    precision: str = "fp32",
+    provenance: Mapping[str, Any] | None = None,
+) -> ModelMetadata:
+    """The metadata of a five-class cassava model taking raw 0..255 RGB crops of `crop_size`."""
+    return ModelMetadata(
+        labels=CASSAVA_LABELS,
+        label_names=CASSAVA_LABEL_NAMES,
+        input=InputContract(name=input_name, height=crop_size, width=crop_size),
+        photo=PhotoScale(short_side=photo_short_side),
+        default_scan=default_scan,
+        default_tta=default_tta,
+        output_name=output_name,
+        precision=precision,
+        provenance=dict(provenance or {}),
+    )

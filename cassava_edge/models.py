@@ -1,0 +1,93 @@
+"""Where models come from: an explicit file, a folder of variants, or the bundled default folder.
+
+A folder may hold one model exported at several precisions, e.g. ``cassava-lite0.onnx`` (fp32),
+``cassava-lite0.fp16.onnx`` and ``cassava-lite0.int8.onnx``. The precision is read from each file's metadata,
+not its name, and the variant is picked for the provider: int8 runs fastest on CPUs, fp16 on CUDA GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cassava_edge.errors import CassavaEdgeError, ModelError, OptionError
+from cassava_edge.metadata import ModelMetadata
+from cassava_edge.modelfile import read_metadata_props
+
+MODELS_ENV = "CASSAVA_EDGE_MODELS"
+PRECISIONS = ("fp32", "fp16", "int8")
+# Best first. fp32 is last everywhere: it runs on every provider, only slower.
+PREFERRED_PRECISIONS = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: Path
+    metadata: ModelMetadata
+
+    @property
+    def precision(self) -> str:
+        return self.metadata.precision
+
+
+def bundled_models_dir() -> Path:
+    """`$CASSAVA_EDGE_MODELS`, or the repository's top-level ``models/`` folder."""
+    override = os.environ.get(MODELS_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[1] / "models"  # this file is cassava_edge/models.py
+
+
+def read_model_metadata(path: Path) -> ModelMetadata:
+    """The cassava-edge metadata of the ONNX file at `path` (ModelError if missing, not ONNX or not ours)."""
+    return ModelMetadata.from_onnx_props(read_metadata_props(path), source=str(path))
+
+
+def resolve_model(model: str | Path | None, provider: str = "cpu", variant: str | None = None) -> Path:
+    """The model file to load.
+
+    `model` is a file (used as is), a folder of variants, or None for the bundled folder. In a folder the
+    `variant` precision wins when given; otherwise `provider` ("cpu" or "cuda") picks by PREFERRED_PRECISIONS.
+    """
+    if variant is not None and variant not in PRECISIONS:
+        raise OptionError(f"unknown variant {variant!r}; choose one of {', '.join(PRECISIONS)}")
+    if provider not in PREFERRED_PRECISIONS:
+        raise OptionError(f"provider must be one of {', '.join(PREFERRED_PRECISIONS)} here, got {provider!r}")
+    if model is None:
+        folder = bundled_models_dir()
+        if not folder.is_dir() or not any(folder.glob("*.onnx")):
+            raise ModelError(f"no bundled model in {folder}; pass --model (or set {MODELS_ENV})")
+        return pick_variant(folder, provider, variant)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return pick_variant(path, provider, variant)
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file or folder")
+    if path.suffix.lower() != ".onnx":
+        raise ModelError(f"{path}: not an ONNX model (expected a .onnx file)")
+    read_metadata_props(path)  # a cheap look at the file, so a non-ONNX file gets a clear message
+    return path
+
+
+def pick_variant(folder: Path, provider: str, variant: str | None = None) -> Path:
+    """Choose one model from a folder of variants; see `resolve_model`."""
+    candidates, problems = [], []
+    for path in sorted(folder.glob("*.onnx")):
+        try:
+            candidates.append(ModelFile(path, read_model_metadata(path)))
+        except CassavaEdgeError as exc:
+            problems.append(str(exc))
+    if not candidates:
+        reasons = f" ({'; '.join(problems)})" if problems else ""
+        raise ModelError(f"no usable cassava-edge model in {folder}{reasons}")
+    wanted = (variant,) if variant else PREFERRED_PRECISIONS[provider]
+    for precision in wanted:
+        matches = [candidate for candidate in candidates if candidate.precision == precision]
+        if len(matches) > 1:
+            names = ", ".join(match.path.name for match in matches)
+            raise ModelError(f"{folder}: several {precision} models ({names}); pass the file with --model")
+        if matches:
+            return matches[0].path
+    found = ", ".join(f"{c.path.name} ({c.precision})" for c in candidates)
+    raise ModelError(f"{folder}: no {' or '.join(wanted)} model for {provider}; found {found}")

@@ -1,0 +1,124 @@
+"""Small result objects: what `prepare` hands to `infer`, and what `classify` hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from cassava_edge.scan import Box
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """One photo ready for the model: its TTA views of its crops, crop-major."""
+
+    views: np.ndarray  # (crops * views_per_crop, h, w, 3) float32, 0..255 RGB
+    boxes: tuple[Box, ...]  # one per crop, in scaled-photo pixels
+    view_names: tuple[str, ...]  # one per view of a crop, e.g. ("identity", "hflip")
+    photo_size: tuple[int, int]  # (width, height) of the scaled photo the boxes refer to
+    original_size: tuple[int, int]  # (width, height) of the decoded photo
+
+    @property
+    def num_views(self) -> int:
+        return len(self.views)
+
+
+@dataclass(frozen=True)
+class ViewProbabilities:
+    """The model's output for one view of one crop."""
+
+    crop_index: int
+    box: Box
+    view: str
+    probabilities: tuple[float, ...]  # in label order
+
+    def to_dict(self, labels: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "crop": self.crop_index,
+            "box": list(self.box),
+            "view": self.view,
+            "probabilities": dict(zip(labels, self.probabilities)),
+        }
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The verdict on one photo: probabilities are the mean over all crops x views. `error` is set (and the
+    prediction fields are None or empty) when the photo could not be classified."""
+
+    source: str
+    label: Optional[str]
+    label_index: Optional[int]
+    confidence: Optional[float]
+    probabilities: dict[str, float]
+    top_k: list[tuple[str, float]]
+    views: Optional[tuple[ViewProbabilities, ...]] = None
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failed(cls, source: str, error: str) -> "Classification":
+        return cls(source, None, None, None, {}, [], None, error)
+
+    @classmethod
+    def from_probabilities(
+        cls,
+        source: str,
+        view_probs: np.ndarray,
+        labels: tuple[str, ...],
+        prepared: PreparedImage,
+        *,
+        top_k: int = 3,
+        return_views: bool = False,
+    ) -> "Classification":
+        """Average the (views, classes) probabilities of one photo into its Classification."""
+        if len(view_probs) != prepared.num_views or view_probs.shape[1:] != (len(labels),):
+            raise ValueError(f"expected ({prepared.num_views}, {len(labels)}) probabilities, got {view_probs.shape}")
+        mean = view_probs.astype(np.float64).mean(axis=0)
+        mean /= mean.sum()  # exact sum of 1 after float32 rounding
+        # A stable sort keeps label order among ties, so equal probabilities rank the same on every run.
+        order = np.argsort(-mean, kind="stable")
+        best = int(order[0])
+        views = None
+        if return_views:
+            per_crop = len(prepared.view_names)
+            views = tuple(
+                ViewProbabilities(
+                    crop_index=row // per_crop,
+                    box=prepared.boxes[row // per_crop],
+                    view=prepared.view_names[row % per_crop],
+                    probabilities=tuple(float(p) for p in view_probs[row]),
+                )
+                for row in range(len(view_probs))
+            )
+        return cls(
+            source=source,
+            label=labels[best],
+            label_index=best,
+            confidence=float(mean[best]),
+            probabilities={label: float(p) for label, p in zip(labels, mean)},
+            top_k=[(labels[i], float(mean[i])) for i in order[: max(1, top_k)]],
+            views=views,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; `views` only when they were asked for."""
+        data: dict[str, Any] = {
+            "source": self.source,
+            "ok": self.ok,
+            "label": self.label,
+            "label_index": self.label_index,
+            "confidence": self.confidence,
+            "probabilities": dict(self.probabilities),
+            "top_k": [{"label": label, "probability": p} for label, p in self.top_k],
+            "error": self.error,
+        }
+        if self.views is not None:
+            labels = tuple(self.probabilities)
+            data["views"] = [view.to_dict(labels) for view in self.views]
+        return data

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests import tinymodel
+from cassava_edge import Classifier
+from cassava_edge.errors import ModelError, OptionError
+from cassava_edge.modelfile import read_metadata_props
+from cassava_edge.models import MODELS_ENV, bundled_models_dir, read_model_metadata, resolve_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _variants(folder: Path, precisions: dict[str, str]) -> Path:
+    """Tiny models labelled with a precision each (the graphs are all fp32; only the metadata differs)."""
+    for name, precision in precisions.items():
+        tinymodel.write_model(folder / name, metadata=tinymodel.metadata_for(precision=precision))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def variant_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _variants(
+        tmp_path_factory.mktemp("variants"),
+        {"lite.onnx": "fp32", "lite.fp16.onnx": "fp16", "lite.int8.onnx": "int8"},
+    )
+
+
+def test_metadata_is_read_without_onnxruntime(tiny_model: Path) -> None:
+    props = read_metadata_props(tiny_model)
+    assert props == tinymodel.metadata_for().to_onnx_props()
+    assert read_model_metadata(tiny_model) == tinymodel.metadata_for()
+
+
+def test_provider_picks_the_variant(variant_folder: Path) -> None:
+    assert resolve_model(variant_folder, "cpu").name == "lite.int8.onnx"
+    assert resolve_model(variant_folder, "cuda").name == "lite.fp16.onnx"
+    assert resolve_model(variant_folder, "cuda", variant="fp32").name == "lite.onnx"
+    assert resolve_model(variant_folder, "cpu", variant="fp16").name == "lite.fp16.onnx"
+
+
+def test_fp32_is_the_fallback_variant(tmp_path: Path) -> None:
+    folder = _variants(tmp_path, {"a.onnx": "fp32", "a.fp16.onnx": "fp16"})
+    assert resolve_model(folder, "cpu").name == "a.onnx"
+    with pytest.raises(ModelError, match=r"no int8 model for cpu; found a.fp16.onnx \(fp16\), a.onnx \(fp32\)"):
+        resolve_model(folder, "cpu", variant="int8")
+
+
+def test_ambiguous_and_empty_folders(tmp_path: Path) -> None:
+    folder = _variants(tmp_path / "two", {"a.onnx": "fp32", "b.onnx": "fp32"})
+    with pytest.raises(ModelError, match="several fp32 models"):
+        resolve_model(folder, "cpu")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.onnx").write_text("hello")
+    with pytest.raises(ModelError, match="no usable cassava-edge model .*x.onnx: not an ONNX model"):
+        resolve_model(tmp_path / "junk", "cpu")
+
+
+def test_files_are_used_as_they_are(tiny_model: Path, tmp_path: Path) -> None:
+    assert resolve_model(tiny_model, "cuda") == tiny_model
+    with pytest.raises(ModelError, match="no such model file"):
+        resolve_model(tmp_path / "absent.onnx", "cpu")
+    text = tmp_path / "model.txt"
+    text.write_text("x")
+    with pytest.raises(ModelError, match="not an ONNX model"):
+        resolve_model(text, "cpu")
+    with pytest.raises(OptionError, match="variant"):
+        resolve_model(tiny_model, "cpu", variant="fp8")
+
+
+def test_bundled_models_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variant_folder: Path) -> None:
+    monkeypatch.delenv(MODELS_ENV, raising=False)
+    assert bundled_models_dir() == REPO_ROOT / "models"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(MODELS_ENV, str(empty))
+    with pytest.raises(ModelError, match=f"no bundled model in {empty}; pass --model"):
+        resolve_model(None, "cpu")
+    monkeypatch.setenv(MODELS_ENV, str(variant_folder))
+    assert resolve_model(None, "cpu").name == "lite.int8.onnx"
+
+
+def test_classifier_loads_the_cpu_variant(variant_folder: Path) -> None:
+    classifier = Classifier(variant_folder, provider="cpu")
+    assert classifier.session.path.name == "lite.int8.onnx"
+    assert classifier.metadata.precision == "int8"
+    assert Classifier(variant_folder, provider="cpu", variant="fp32").metadata.precision == "fp32"

@@ -1,0 +1,145 @@
+"""The training recipe: data checks without TensorFlow, and one real end-to-end epoch on a few photos."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.datapaths import DATA_DIR, needs_data
+from training.config import TrainConfig
+from training.data import DataError, class_weights, read_kaggle_folder, stratified_split
+
+
+def _kaggle_folder(root: Path, rows: list[tuple[str, str]], photos: dict[str, bytes]) -> Path:
+    (root / "train_images").mkdir(parents=True)
+    with (root / "train.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "label"])
+        writer.writerows(rows)
+    for name, data in photos.items():
+        (root / "train_images" / name).write_bytes(data)
+    return root
+
+
+def _jpeg() -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", np.full((40, 60, 3), 128, np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+def test_missing_layout_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="train.csv"):
+        read_kaggle_folder(tmp_path)
+
+
+def test_every_bad_row_is_listed_and_can_be_skipped(tmp_path: Path) -> None:
+    good = _jpeg()
+    folder = _kaggle_folder(
+        tmp_path / "d",
+        [("a.jpg", "0"), ("b.jpg", "7"), ("c.jpg", "1"), ("d.jpg", "2"), ("e.jpg", "x")],
+        {"a.jpg": good, "b.jpg": good, "d.jpg": good[: len(good) // 2], "e.jpg": good},
+    )
+    with pytest.raises(DataError) as info:
+        read_kaggle_folder(folder)
+    message = str(info.value)
+    assert "4 bad rows" in message
+    for expected in ("b.jpg: label '7' is outside 0..4", "c.jpg: no such file", "d.jpg: not a readable",
+                     "e.jpg: label 'x'"):
+        assert expected in message
+    kept = read_kaggle_folder(folder, skip_bad=True)
+    assert [s.image_id for s in kept] == ["a.jpg"]
+
+
+@needs_data
+def test_split_is_stratified_seeded_and_disjoint() -> None:
+    samples = read_kaggle_folder(DATA_DIR / "cassava")
+    train, val = stratified_split(samples, 0.2, seed=3)
+    again_train, again_val = stratified_split(samples, 0.2, seed=3)
+    assert [s.image_id for s in val] == [s.image_id for s in again_val]
+    assert not {s.image_id for s in train} & {s.image_id for s in val}
+    assert len(train) + len(val) == len(samples)
+    for label in range(5):
+        share_all = np.mean([s.label == label for s in samples])
+        share_val = np.mean([s.label == label for s in val])
+        assert abs(share_all - share_val) < 0.02
+    weights = class_weights(train, "balanced")
+    assert weights is not None and weights[0] > weights[3]  # CBB is rare, CMD common
+
+
+def test_config_file_rejects_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"epochs": 2, "learning_rte": 1}))
+    with pytest.raises(ValueError, match="learning_rte"):
+        TrainConfig.from_file(path)
+
+
+def test_keras_applications_imagenet_without_file_says_how(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from training.model import build_model
+
+    norm = keras.layers.Normalization(mean=[0.5] * 3, variance=[0.1] * 3)
+    with pytest.raises(ValueError, match="--weights path/to/efficientnetb3_notop.h5"):
+        build_model("efficientnetb3", 64, norm, weights="imagenet")
+
+
+@needs_data
+def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from training.train import train
+
+    roboflow = DATA_DIR / "cassava-roboflow"
+    config = TrainConfig(
+        data=[str(DATA_DIR / "cassava"), str(roboflow)], output=str(tmp_path / "run"), crop_size=64,
+        photo_short_side=75, epochs=1, batch_size=8, max_images=15, class_weights="balanced", label_smoothing=0.1,
+    )
+    run = train(config)
+
+    expected = {"best.keras", "last.keras", "config.json", "history.csv", "loss.png", "accuracy.png",
+                "metrics.json", "dataset.json", "validation_ids.txt"}
+    assert expected <= {p.name for p in run.iterdir()}
+    assert json.loads((run / "config.json").read_text())["crop_size"] == 64
+    history = list(csv.DictReader((run / "history.csv").open()))
+    assert len(history) == 1 and {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(history[0])
+    for png in ("loss.png", "accuracy.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((run / "metrics.json").read_text())
+    val_ids = (run / "validation_ids.txt").read_text().split()
+    assert metrics["count"] == len(val_ids) > 0
+    assert np.array(metrics["confusion"]).sum() == len(val_ids)
+    assert set(metrics["per_class"]) == {"CBB", "CBSD", "CGM", "CMD", "Healthy"}
+    dataset = json.loads((run / "dataset.json").read_text())
+    assert dataset["train"]["folders"].get("cassava-roboflow", 0) > 0  # the second folder is trained on
+    assert "cassava-roboflow" not in dataset["validation"]["folders"]  # and never validated on
+
+    model = keras.saving.load_model(run / "best.keras")
+    photos = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
+    probs = model.predict(photos, verbose=0)
+    assert probs.shape == (3, 5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    norm = model.get_layer("cassava_normalization")
+    mean = np.asarray(norm.mean).ravel()
+    assert np.all((mean > 0.2) & (mean < 0.8)), "Normalization must be adapted on the 0..1 photos"
+
+
+@needs_data
+def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from training.cli import main
+
+    folder = _kaggle_folder(tmp_path / "d", [("a.jpg", "9")], {"a.jpg": _jpeg()})
+    result = CliRunner().invoke(main, ["--data", str(folder), "--output", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "label '9' is outside 0..4" in result.output
+    assert "Traceback" not in result.output

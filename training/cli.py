@@ -1,0 +1,58 @@
+"""`python -m training` / `cassava-edge-train`: train the cassava classifier."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from training.config import TrainConfig
+
+_UNSET = None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="JSON file with any TrainConfig fields; command-line options override it.")
+@click.option("--data", multiple=True, type=click.Path(), help="Kaggle-layout folder (repeatable).")
+@click.option("--output", "-o", help="Run folder.")
+@click.option("--backbone", help="efficientnet-lite0|1|2 or efficientnetb0..b7.")
+@click.option("--weights", help="imagenet, none, or a local weights file.")
+@click.option("--crop-size", type=int)
+@click.option("--photo-short-side", type=int, help="Shorter side photos are scaled to before cropping.")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--learning-rate", type=float)
+@click.option("--label-smoothing", type=float)
+@click.option("--class-weights", type=click.Choice(["none", "balanced", "sqrt"]))
+@click.option("--validation-fraction", type=float)
+@click.option("--validation-list", type=click.Path(exists=True, dir_okay=False), help="Ids to validate on.")
+@click.option("--validation-folder", help="Data folder the validation split is taken from (default: the first).")
+@click.option("--seed", type=int)
+@click.option("--max-images", type=int, help="At most this many photos per folder (smoke tests).")
+@click.option("--skip-bad", is_flag=True, default=None, help="Leave out bad rows instead of stopping.")
+@click.option("--no-cache", "cache", flag_value=False, default=None, help="Do not keep decoded photos in memory.")
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False), help="Checkpoint to continue from.")
+@click.option("--initial-epoch", type=int)
+def main(config_file: str | None, data: tuple[str, ...], **options) -> None:
+    """Train on Kaggle-layout folders (train.csv + train_images/) and write a run folder."""
+    if data:
+        options["data"] = list(data)
+    overrides = {k: v for k, v in options.items() if v is not None}
+    try:
+        config = TrainConfig.from_file(config_file, **overrides) if config_file else TrainConfig(**overrides)
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+    from training.data import DataError
+    from training.train import train
+
+    try:
+        train(config)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

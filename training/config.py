@@ -1,0 +1,55 @@
+"""The training recipe as one dataclass: every knob of the reference notebook, with its default."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    data: list[str] = field(default_factory=lambda: ["../shared/data/cassava"])
+    output: str = "runs/latest"
+    backbone: str = "efficientnet-lite0"
+    # Weights: "imagenet" (Lite: from the registry packages; B0-B7 need a local file), a path to a .h5, or "none".
+    weights: str = "imagenet"
+    crop_size: int = 512
+    photo_short_side: int = 600  # photos are brought to this shorter side before the random crop
+    epochs: int = 10
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    cosine_alpha: float = 0.3
+    dropout: float = 0.4
+    drop_connect: float = 0.2
+    label_smoothing: float = 0.0
+    class_weights: str = "none"  # "none" | "balanced" | "sqrt" (square root of balanced: gentler)
+    validation_fraction: float = 0.2
+    validation_list: str | None = None  # a file of image ids (one per line, or a CSV with image_id) to validate on
+    validation_folder: str | None = None  # which data folder the validation split is taken from (default: first)
+    seed: int = 42
+    # Augmentation, as in the reference: rotation in fractions of a full turn, Keras zoom factor range, contrast.
+    rotation: float = 0.25
+    zoom: tuple[float, float] = (-0.2, 0.0)
+    contrast: float = 0.2
+    skip_bad: bool = False
+    cache: bool = True  # keep decoded, rescaled photos in memory after the first epoch
+    max_images: int | None = None  # per folder, for smoke tests
+    resume: str | None = None  # a checkpoint (.keras) to continue from
+    initial_epoch: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown config keys {', '.join(sorted(unknown))}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        if "zoom" in data:
+            data["zoom"] = tuple(data["zoom"])
+        return cls(**data)
