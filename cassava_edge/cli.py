@@ -380,6 +380,19 @@ def _progress(total: int) -> Any:
     return click.progressbar(length=total, label="classifying", file=sys.stderr)
 
 
+def _add_benchmark_command() -> None:
+    """`cassava-edge benchmark` lives in benchmarks/ (its module imports only numpy, click and cassava_edge; the
+    Keras comparison imports TensorFlow only when asked for). Absent from a wheel built without it."""
+    try:
+        from benchmarks.latency import benchmark_command
+    except ImportError:
+        return
+    cli.add_command(benchmark_command, "benchmark")
+
+
+_add_benchmark_command()
+
+
 def main() -> None:
     """Console entry point (`cassava-edge`)."""
     cli(prog_name="cassava-edge")

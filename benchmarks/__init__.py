@@ -1,0 +1,1 @@
+"""Benchmarks of the cassava-edge runtime: `python -m benchmarks.latency --help`."""
