@@ -1,0 +1,69 @@
+"""`python -m export` / `cassava-edge-export`: a Keras checkpoint to self-describing, parity-checked ONNX files.
+
+Exit codes: 0 done; 1 a check failed (parity: nothing written; a refused variant: the others written);
+2 bad input (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from export.errors import ExportError, InputError
+
+
+def _variants(value: str) -> tuple[str, ...]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    return tuple(v for v in names if v != "fp32")  # fp32 is always written
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
+              help="Folder for NAME.onnx and its variants, or the fp32 file itself (NAME.onnx).")
+@click.option("--name", help="Model name, e.g. cassava-lite0 (default: from the backbone).")
+@click.option("--variants", default="",
+              help="Comma-separated: fp16 (for GPUs), int8 (for CPUs). fp32 is always written.")
+@click.option("--calibration", multiple=True, type=click.Path(path_type=Path),
+              help="int8: folder of training photos, or a Kaggle-layout folder (repeatable; default: the run's data).")
+@click.option("--calibration-count", default=64, show_default=True,
+              help="int8: photos to calibrate on (all their grid crops).")
+@click.option("--validation", type=click.Path(path_type=Path),
+              help="Kaggle-layout folder (train.csv + train_images/) to measure accuracy on (default: the run's).")
+@click.option("--validation-list", type=click.Path(path_type=Path),
+              help="Ids to validate on (default: the run's validation_ids.txt); they are left out of calibration.")
+@click.option("--default-tta", default="flip", show_default=True, help="The model's TTA preset (metadata).")
+@click.option("--default-scan", default="grid", show_default=True, help="The model's scan plan (metadata).")
+@click.option("--photo-short-side", type=int, help="Photo scale in training; needed only without a config.json.")
+@click.option("--int8-configs", default="", help="Comma-separated int8 configurations to try (default: all).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the calibration photo draw.")
+@click.option("--force", is_flag=True, help="Keep a variant that loses more than 1 accuracy point.")
+def main(source: Path, output: Path, name: str | None, variants: str, calibration: tuple[Path, ...],
+         calibration_count: int, validation: Path | None, validation_list: Path | None, default_tta: str,
+         default_scan: str, photo_short_side: int | None, int8_configs: str, seed: int, force: bool) -> None:
+    """Export SOURCE (a training run folder or a .keras file) to ONNX: NAME.onnx (fp32), NAME.fp16.onnx,
+    NAME.int8.onnx and NAME.variants.json (sizes, parity, accuracy, latency)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter would bury the report
+    from export.pipeline import ExportRequest, export_model
+
+    request = ExportRequest(
+        source=source, output=output, name=name, variants=_variants(variants), calibration=calibration,
+        calibration_count=calibration_count, validation=validation, validation_list=validation_list,
+        default_tta=default_tta, default_scan=default_scan, photo_short_side=photo_short_side,
+        int8_configs=tuple(c.strip() for c in int8_configs.split(",") if c.strip()), force=force, seed=seed,
+    )
+    try:
+        export_model(request, echo=click.echo)
+    except InputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ExportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

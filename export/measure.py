@@ -1,0 +1,115 @@
+"""Measurements of an ONNX file on this machine's CPU: probabilities, accuracy, agreement, latency."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+LATENCY_BATCH = 4  # the runtime's default CPU chunk size (cassava_edge/session.py DEFAULT_CHUNK_SIZE)
+
+
+def cpu_session(path: str | Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def onnx_probabilities(model: str | Path | ort.InferenceSession, inputs: np.ndarray,
+                       batch_size: int = 16) -> np.ndarray:
+    """(n, classes) outputs for NHWC `inputs` (uint8 or float 0..255), `batch_size` crops per call."""
+    session = model if isinstance(model, ort.InferenceSession) else cpu_session(model)
+    name = session.get_inputs()[0].name
+    outputs = [
+        session.run(None, {name: np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)})[0]
+        for start in range(0, len(inputs), batch_size)
+    ]
+    return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros((0, 0), np.float32)
+
+
+def interleaved_latency_ms(models: dict[str, Path], batch: np.ndarray, rounds: int = 5,
+                           calls_per_round: int = 4) -> dict[str, float]:
+    """Median wall time of one onnxruntime call on `batch`, per model.
+
+    The models take turns, round after round, so that a change in the machine's load (another job starting or
+    pausing) affects every model alike instead of favouring whichever was timed during a quiet spell.
+    """
+    sessions = {key: cpu_session(path) for key, path in models.items()}
+    feeds = {key: {s.get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)}
+             for key, s in sessions.items()}
+    for key, session in sessions.items():  # warm-up: the first calls allocate and tune
+        for _ in range(2):
+            session.run(None, feeds[key])
+    times: dict[str, list[float]] = {key: [] for key in sessions}
+    for _ in range(rounds):
+        for key, session in sessions.items():
+            for _ in range(calls_per_round):
+                tick = time.perf_counter()
+                session.run(None, feeds[key])
+                times[key].append(time.perf_counter() - tick)
+    return {key: float(np.median(values) * 1000.0) for key, values in times.items()}
+
+
+def photo_probabilities(crop_probs: np.ndarray, owner: np.ndarray, photos: int) -> np.ndarray:
+    """Average the crops of each photo, as the runtime does (without TTA)."""
+    sums = np.zeros((photos, crop_probs.shape[1]), np.float64)
+    np.add.at(sums, owner, crop_probs)
+    counts = np.bincount(owner, minlength=photos)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+def accuracy(photo_probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(photo_probs.argmax(1) == labels)) if len(labels) else float("nan")
+
+
+@dataclass
+class Figures:
+    """What is reported for each file (and each int8 candidate)."""
+
+    precision: str
+    file_size_bytes: int
+    max_softmax_diff_vs_fp32: float  # over the measured crops
+    top1_agreement_vs_fp32: float  # share of the measured crops with the same top-1 class as fp32
+    accuracy: float | None = None  # on the validation photos: crops averaged per photo, no TTA
+    accuracy_loss_points: float | None = None  # fp32 accuracy minus this one, in percentage points
+    latency_ms_per_batch: float | None = None  # median onnxruntime call on this machine's CPU
+    latency_batch_size: int | None = None
+    config: str | None = None  # the int8 quantisation configuration
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class MeasureSet:
+    """The crops every file is measured on; `labels` (one per photo) is None when there is no validation set."""
+
+    crops: np.ndarray  # (n, size, size, 3) uint8
+    owner: np.ndarray  # (n,) photo index of each crop
+    labels: np.ndarray | None
+
+
+def measure(path: Path, precision: str, data: MeasureSet, reference: np.ndarray | None = None,
+            reference_accuracy: float | None = None, config: str | None = None) -> tuple[Figures, np.ndarray]:
+    """Figures of one file (all but latency), compared with the fp32 crop probabilities `reference` (None: this
+    is the fp32 file). Returns the figures and this file's crop probabilities."""
+    probs = onnx_probabilities(path, data.crops)
+    photo_acc = None
+    if data.labels is not None:
+        photo_acc = accuracy(photo_probabilities(probs, data.owner, len(data.labels)), data.labels)
+    if reference is None:
+        reference, reference_accuracy = probs, photo_acc
+    figures = Figures(
+        precision=precision,
+        file_size_bytes=path.stat().st_size,
+        max_softmax_diff_vs_fp32=float(np.max(np.abs(probs - reference))),
+        top1_agreement_vs_fp32=float(np.mean(probs.argmax(1) == reference.argmax(1))),
+        accuracy=photo_acc,
+        accuracy_loss_points=None if photo_acc is None else 100.0 * (float(reference_accuracy) - photo_acc),
+        config=config,
+    )
+    return figures, probs

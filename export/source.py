@@ -1,0 +1,139 @@
+"""What is exported: a training run folder (best.keras + its reports) or a bare Keras checkpoint.
+
+Everything here except `load_keras_model` runs without TensorFlow, so bad paths are reported in a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cassava_edge.metadata import CASSAVA_LABELS
+from export.errors import InputError
+
+BEST_CHECKPOINT = "best.keras"  # the name training/train.py gives the best-by-val_loss checkpoint
+KERAS_SUFFIXES = (".keras", ".h5")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    checkpoint: Path
+    run_folder: Path | None  # the folder whose config.json / metrics.json describe the checkpoint
+    training_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = None
+    validation_ids_file: Path | None = None
+
+    @property
+    def backbone(self) -> str | None:
+        return self.training_config.get("backbone")
+
+    def data_folders(self) -> list[Path]:
+        """The training data folders named in config.json that exist here (relative paths: to the current
+        folder, then to the repository root, where training is normally run)."""
+        return [p for p in (_existing(name) for name in self.training_config.get("data", [])) if p is not None]
+
+    def validation_folder(self) -> Path | None:
+        """The folder training took its validation photos from (config `validation_folder`, else the first)."""
+        name = self.training_config.get("validation_folder")
+        if name:
+            return next((p for p in self.data_folders() if p.name == Path(name).name), _existing(name))
+        folders = self.data_folders()
+        return folders[0] if folders else None
+
+
+def find_source(path: str | Path) -> ExportSource:
+    """Resolve a run folder or a checkpoint file; raises InputError with a one-line reason."""
+    path = Path(path)
+    if path.is_dir():
+        checkpoint = path / BEST_CHECKPOINT
+        if not checkpoint.is_file():
+            raise InputError(f"{path}: run folder without {BEST_CHECKPOINT} (did training finish?)")
+    elif path.is_file():
+        checkpoint = path
+    else:
+        raise InputError(f"{path}: no such run folder or Keras model file")
+    _check_keras_file(checkpoint)
+    run_folder = checkpoint.parent if (checkpoint.parent / "config.json").is_file() else None
+    if run_folder is None:
+        return ExportSource(checkpoint, None)
+    ids = run_folder / "validation_ids.txt"
+    return ExportSource(
+        checkpoint=checkpoint,
+        run_folder=run_folder,
+        training_config=_read_json(run_folder / "config.json") or {},
+        metrics=_read_json(run_folder / "metrics.json"),
+        dataset=_read_json(run_folder / "dataset.json"),
+        validation_ids_file=ids if ids.is_file() else None,
+    )
+
+
+def load_keras_model(path: Path) -> Any:
+    """Load a checkpoint and check it against the cassava contract: one (batch, S, S, 3) input, five outputs."""
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types (ValueError, OSError, zip errors) for a bad file
+        raise InputError(f"{path}: not a loadable Keras model ({_first_line(exc)})") from None
+    if not isinstance(model, keras.Model):
+        raise InputError(f"{path}: holds a {type(model).__name__}, not a Keras model")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise InputError(f"{path}: the model must have one input and one output, it has "
+                         f"{len(model.inputs)} and {len(model.outputs)}")
+    in_shape, out_shape = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
+    if len(in_shape) != 4 or in_shape[3] != 3 or None in in_shape[1:] or in_shape[1] != in_shape[2]:
+        raise InputError(f"{path}: input shape {in_shape} is not (batch, S, S, 3) with a fixed square crop S")
+    if len(out_shape) != 2 or out_shape[1] != len(CASSAVA_LABELS):
+        raise InputError(f"{path}: the model outputs shape {out_shape}, the cassava contract needs "
+                         f"{len(CASSAVA_LABELS)} classes ({', '.join(CASSAVA_LABELS)})")
+    return model
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_keras_file(path: Path) -> None:
+    # Cheap checks before TensorFlow is imported: a .keras file is a zip archive, an .h5 file an HDF5 file.
+    if path.suffix.lower() not in KERAS_SUFFIXES:
+        raise InputError(f"{path}: not a Keras model (expected a run folder, a .keras or an .h5 file)")
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a Keras model (a .keras file is a zip archive; this one is not)")
+    if path.suffix.lower() == ".h5" and _head(path) != b"\x89HDF\r\n\x1a\n":
+        raise InputError(f"{path}: not a Keras model (not an HDF5 file)")
+
+
+def _head(path: Path, size: int = 8) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _existing(name: str) -> Path | None:
+    for candidate in (Path(name), REPO_ROOT / name):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]

@@ -1,0 +1,109 @@
+"""fp16 and int8 variants of an fp32 ONNX file. Measuring and choosing between them is in pipeline.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from export.onnxfile import name_batch_dimension
+
+CALIBRATION_BATCH = 4
+
+
+def to_fp16(fp32_path: Path, out_path: Path) -> onnx.ModelProto:
+    """Weights and activations in float16, inputs and outputs kept float32 (so callers do not change)."""
+    try:  # the standalone package is newer when installed; onnxruntime ships a copy
+        from onnxconverter_common.float16 import convert_float_to_float16
+    except ImportError:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    name_batch_dimension(model)
+    onnx.save(model, str(out_path))
+    return model
+
+
+@dataclass(frozen=True)
+class Int8Config:
+    """One way of quantising: operator format, per-channel weights or not, activation type (weights are int8)."""
+
+    quant_format: str  # "qdq" (QuantizeLinear/DequantizeLinear pairs) or "qoperator" (QLinearConv, ...)
+    per_channel: bool
+    activations: str  # "s8" or "u8"
+
+    @property
+    def name(self) -> str:
+        return f"{self.quant_format}-{self.activations}s8-{'per-channel' if self.per_channel else 'per-tensor'}"
+
+
+# QDQ with int8 activations is onnxruntime's recommended default; uint8 activations (U8S8) are what older x86
+# kernels are fastest with, and the QOperator format is only offered with them because onnxruntime's x86 kernels
+# for QOperator S8S8 are its slow path.
+INT8_CONFIGS: tuple[Int8Config, ...] = tuple(
+    Int8Config(fmt, per_channel, act)
+    for fmt, act in (("qdq", "s8"), ("qdq", "u8"), ("qoperator", "u8"))
+    for per_channel in (True, False)
+)
+
+
+def int8_config(name: str) -> Int8Config:
+    for config in INT8_CONFIGS:
+        if config.name == name:
+            return config
+    raise ValueError(f"unknown int8 configuration {name!r}; choose from {', '.join(c.name for c in INT8_CONFIGS)}")
+
+
+def prepare_for_quantization(fp32_path: Path, out_path: Path) -> Path:
+    """onnxruntime's recommended pre-processing: shape inference and graph optimisation, which fuses patterns
+    the quantiser would otherwise quantise piece by piece."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
+    return out_path
+
+
+def quantize_int8(prepared_path: Path, out_path: Path, config: Int8Config, calibration: np.ndarray,
+                  cache_path: Path) -> None:
+    """Static quantisation calibrated on `calibration` crops (uint8 or float 0..255, NHWC).
+
+    The activation ranges are computed once per export and kept in `cache_path`: every configuration uses the
+    same ranges, so only the first call runs the calibration model.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(str(prepared_path), load_external_data=False)
+    input_name = model.graph.input[0].name
+    # The final Softmax stays in float: quantised, probabilities would come in steps of 1/256.
+    keep_float = [node.name for node in model.graph.node if node.op_type == "Softmax"]
+
+    class Crops(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._start = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self._start >= len(calibration):
+                return None
+            batch = calibration[self._start : self._start + CALIBRATION_BATCH]
+            self._start += CALIBRATION_BATCH
+            return {input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+
+    activation = QuantType.QInt8 if config.activations == "s8" else QuantType.QUInt8
+    quantize_static(
+        str(prepared_path),
+        str(out_path),
+        Crops(),
+        quant_format=QuantFormat.QDQ if config.quant_format == "qdq" else QuantFormat.QOperator,
+        per_channel=config.per_channel,
+        activation_type=activation,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=keep_float,
+        # No CalibMaxIntermediateOutputs: the calibrator only keeps per-batch minima and maxima, and that option
+        # drops the collected batches instead of merging them (onnxruntime 1.32).
+        calibration_cache_path=str(cache_path),
+    )
+    quantized = onnx.load(str(out_path))
+    name_batch_dimension(quantized)
+    onnx.save(quantized, str(out_path))

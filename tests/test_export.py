@@ -1,0 +1,356 @@
+"""export/: a small real Lite0 model (ImageNet features, head fitted on ten real photos, crop 64) exported once per
+module with fp16 and int8 variants, then checked file by file; bad inputs are checked without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cassava_edge.metadata import CASSAVA_LABELS, ModelMetadata
+from export.measure import Figures
+from export.pipeline import choose_int8
+from tests.datapaths import DATA_DIR, needs_data
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CROP, SHORT_SIDE = 64, 75  # the reference's 512/600 ratio, small enough for a 2-core CPU
+PER_CHANNEL_CONFIGS = "qdq-s8s8-per-channel,qdq-u8s8-per-channel,qoperator-u8s8-per-channel"
+
+
+# -- fixtures ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder as training/train.py writes it, around a Lite0 whose head is fitted on ten real photos.
+
+    The head is trained until it is confident on those photos (they are also the validation split), so that
+    fp32 and int8 disagreeing on them would be a quantisation fault, not a coin toss between equal classes.
+    """
+    if not (DATA_DIR / "cassava" / "train.csv").is_file():
+        pytest.skip(f"real photos not found at {DATA_DIR} (set CASSAVA_EDGE_DATA to the shared data folder)")
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from export.photos import crop_photos
+    from training.config import TrainConfig
+    from training.model import build_model
+
+    keras.utils.set_random_seed(0)
+    data = DATA_DIR / "cassava"
+    with open(data / "train.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    chosen = [row for label in "01234" for row in [r for r in rows if r["label"] == label][:2]]
+    paths = [data / "train_images" / row["image_id"] for row in chosen]
+    crops = crop_photos(paths, "grid", SHORT_SIDE, CROP)
+    x, y = crops.as_float(), np.array([int(row["label"]) for row in chosen])[crops.owner]
+
+    norm = keras.layers.Normalization(axis=-1, name="cassava_normalization")
+    norm.adapt(x / 255.0)
+    model = build_model("efficientnet-lite0", CROP, norm, weights="imagenet")
+    for layer in model.layers:  # BatchNorm keeps its ImageNet statistics: only the head learns
+        layer.trainable = layer.name == "probabilities"
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=20, epochs=8, verbose=0)
+
+    run = tmp_path_factory.mktemp("run")
+    model.save(run / "best.keras")
+    config = TrainConfig(data=[str(data)], output=str(run), crop_size=CROP, photo_short_side=SHORT_SIDE, epochs=8)
+    (run / "config.json").write_text(config.to_json())
+    (run / "validation_ids.txt").write_text("".join(row["image_id"] + "\n" for row in chosen))
+    (run / "metrics.json").write_text(json.dumps({"count": len(chosen), "accuracy": 1.0, "macro_f1": 1.0}))
+    (run / "dataset.json").write_text(json.dumps({"validation": {"count": len(chosen)}}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(run_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`python -m export RUN --variants fp16,int8`, in-process; validation defaults to the run's own split."""
+    from click.testing import CliRunner
+
+    from export.cli import main
+
+    out = tmp_path_factory.mktemp("models")
+    args = [str(run_folder), "--output", str(out), "--name", "tiny", "--variants", "fp16,int8",
+            "--calibration", str(DATA_DIR / "cassava" / "train_images"), "--calibration-count", "4",
+            "--int8-configs", PER_CHANNEL_CONFIGS]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.fixture(scope="module")
+def keras_model(run_folder: Path) -> Any:
+    import keras
+
+    return keras.saving.load_model(run_folder / "best.keras")
+
+
+def _props(path: Path) -> dict[str, str]:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+
+
+def _validation_photos(run_folder: Path) -> list[Path]:
+    ids = (run_folder / "validation_ids.txt").read_text().split()
+    return [DATA_DIR / "cassava" / "train_images" / image_id for image_id in ids]
+
+
+def _parity_inputs(run_folder: Path) -> np.ndarray:
+    from export.photos import crop_photos
+
+    real = crop_photos(_validation_photos(run_folder), "center", SHORT_SIDE, CROP).as_float()
+    noise = np.random.default_rng(1).uniform(0, 255, (4, CROP, CROP, 3)).astype(np.float32)
+    return np.concatenate([real, noise])
+
+
+def _perturb_final_dense(source: Path, target: Path) -> None:
+    """Add noise of 1% of the largest weight to the (1280, 5) kernel of the final Dense layer."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(source))
+    kernels = [t for t in model.graph.initializer if list(t.dims) == [1280, len(CASSAVA_LABELS)]]
+    assert len(kernels) == 1, [list(t.dims) for t in model.graph.initializer if len(CASSAVA_LABELS) in t.dims]
+    kernel = numpy_helper.to_array(kernels[0])
+    noise = np.random.default_rng(0).normal(0, 0.01 * np.abs(kernel).max(), kernel.shape).astype(kernel.dtype)
+    kernels[0].CopyFrom(numpy_helper.from_array(kernel + noise, kernels[0].name))
+    onnx.save(model, str(target))
+
+
+# -- the export --------------------------------------------------------------------------------------------------
+
+
+@needs_data
+def test_export_writes_fp32_fp16_int8_and_a_report(exported: tuple[Path, str]) -> None:
+    import onnx
+
+    out, log = exported
+    assert sorted(p.name for p in out.iterdir()) == [
+        "tiny.fp16.onnx", "tiny.int8.onnx", "tiny.onnx", "tiny.variants.json"]  # no temporary folder left
+    for path in out.glob("*.onnx"):
+        model = onnx.load(str(path), load_external_data=False)
+        assert {o.domain: o.version for o in model.opset_import}[""] == 17
+        dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        assert dims == ["batch", CROP, CROP, 3], path.name
+    report = json.loads((out / "tiny.variants.json").read_text())
+    assert set(report["files"]) == {"fp32", "fp16", "int8"}
+    for precision, entry in report["files"].items():
+        assert entry["file_size_bytes"] == (out / entry["file"]).stat().st_size
+        for key in ("max_softmax_diff_vs_fp32", "top1_agreement_vs_fp32", "accuracy", "latency_ms_per_batch"):
+            assert isinstance(entry[key], float), (precision, key)
+    assert report["files"]["int8"]["config"] in PER_CHANNEL_CONFIGS.split(",")
+    assert len(report["int8_candidates"]) == 3
+    assert report["files"]["int8"]["file_size_bytes"] < report["files"]["fp32"]["file_size_bytes"] / 3
+    assert report["parity"]["max_softmax_diff"] <= 1e-4 and report["parity"]["photos"] == 8
+    assert report["validation"]["photos"] == 10 and report["refused"] == {}
+    assert "parity with Keras" in log and "int8: kept" in log
+
+
+@needs_data
+def test_metadata_round_trips_through_the_runtime_schema(exported: tuple[Path, str], run_folder: Path) -> None:
+    out, _ = exported
+    sha = hashlib.sha256((run_folder / "best.keras").read_bytes()).hexdigest()
+    report = json.loads((out / "tiny.variants.json").read_text())
+    for precision, name in (("fp32", "tiny.onnx"), ("fp16", "tiny.fp16.onnx"), ("int8", "tiny.int8.onnx")):
+        meta = ModelMetadata.from_onnx_props(_props(out / name), source=name)
+        assert meta.precision == precision
+        assert meta.labels == CASSAVA_LABELS and len(meta.label_names) == 5
+        assert meta.crop_size == (CROP, CROP) and meta.photo.short_side == SHORT_SIDE
+        assert (meta.input.name, meta.output_name) == ("image", "probabilities")
+        assert (meta.input.value_range, meta.default_scan, meta.default_tta) == ((0.0, 255.0), "grid", "flip")
+        prov = meta.provenance
+        assert prov["checkpoint"]["sha256"] == sha
+        assert prov["training_config"]["crop_size"] == CROP
+        assert prov["validation_metrics"] == json.loads((run_folder / "metrics.json").read_text())
+        assert prov["dataset"]["validation"]["count"] == 10
+        assert set(prov["versions"]) >= {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"}
+        assert prov["exported_at"].endswith("+00:00")
+        assert {"file": name, **prov["measured"]} == report["files"][precision]
+        assert prov["measured"]["file_size_bytes"] == (out / name).stat().st_size
+    int8 = ModelMetadata.from_onnx_props(_props(out / "tiny.int8.onnx")).provenance
+    assert int8["calibration"]["photos"] == 4 and int8["calibration"]["excluded_validation_ids"] == 10
+
+
+@needs_data
+def test_parity_check_passes_on_the_export(exported: tuple[Path, str], keras_model: Any, run_folder: Path) -> None:
+    from export.parity import check_parity
+
+    difference = check_parity(keras_model, exported[0] / "tiny.onnx", _parity_inputs(run_folder))
+    assert 0.0 <= difference <= 1e-4
+
+
+@needs_data
+def test_parity_check_fails_for_a_perturbed_final_dense(
+    exported: tuple[Path, str], keras_model: Any, run_folder: Path, tmp_path: Path
+) -> None:
+    from export.errors import ParityError
+    from export.parity import check_parity
+
+    altered = tmp_path / "altered.onnx"
+    _perturb_final_dense(exported[0] / "tiny.onnx", altered)
+    with pytest.raises(ParityError, match="largest softmax difference"):
+        check_parity(keras_model, altered, _parity_inputs(run_folder))
+
+
+@needs_data
+def test_export_that_fails_parity_exits_1_and_writes_nothing(
+    run_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+    from click.testing import CliRunner
+
+    import export.pipeline
+    from export.cli import main
+
+    real_convert = export.pipeline.keras_to_onnx
+
+    def broken_convert(model: Any, input_name: str) -> onnx.ModelProto:
+        good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
+        onnx.save(real_convert(model, input_name), str(good))
+        _perturb_final_dense(good, bad)
+        return onnx.load(str(bad))
+
+    monkeypatch.setattr(export.pipeline, "keras_to_onnx", broken_convert)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [str(run_folder), "--output", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "ONNX and Keras disagree" in result.output and "Traceback" not in result.output
+    assert list(out.iterdir()) == []  # not even the temporary folder
+
+
+@needs_data
+def test_int8_agrees_with_fp32_through_the_classifier(exported: tuple[Path, str], run_folder: Path) -> None:
+    from cassava_edge import Classifier
+
+    out, _ = exported
+    picked = Classifier(model=out, provider="cpu")  # a folder: the runtime picks int8 for the CPU
+    assert picked.metadata.precision == "int8"
+    fp32 = Classifier(model=out / "tiny.onnx", provider="cpu")
+    photos = _validation_photos(run_folder)
+    int8_labels = [r.label for r in picked.classify_many(photos)]
+    fp32_labels = [r.label for r in fp32.classify_many(photos)]
+    assert int8_labels == fp32_labels
+
+
+@needs_data
+def test_fp16_keeps_float32_inputs_and_outputs(exported: tuple[Path, str]) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    path = exported[0] / "tiny.fp16.onnx"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in session.get_inputs()] == [("image", "tensor(float)")]
+    assert [(o.name, o.type) for o in session.get_outputs()] == [("probabilities", "tensor(float)")]
+    weights = onnx.load(str(path)).graph.initializer
+    assert sum(t.data_type == onnx.TensorProto.FLOAT16 for t in weights) > 50  # the weights really are fp16
+    probs = session.run(None, {"image": np.full((2, CROP, CROP, 3), 120, np.float32)})[0]
+    assert probs.dtype == np.float32 and probs.shape == (2, 5)
+
+
+# -- choosing the int8 configuration ------------------------------------------------------------------------------
+
+
+def _candidate(config: str, latency: float, loss: float, agreement: float = 1.0) -> Figures:
+    return Figures(precision="int8", file_size_bytes=1000, max_softmax_diff_vs_fp32=0.01,
+                   top1_agreement_vs_fp32=agreement, accuracy=0.9 - loss / 100, accuracy_loss_points=loss,
+                   latency_ms_per_batch=latency, latency_batch_size=4, config=config)
+
+
+def test_int8_choice_is_the_fastest_within_one_point() -> None:
+    candidates = [_candidate("a", 30.0, 0.0), _candidate("b", 20.0, 1.0), _candidate("c", 10.0, 1.5)]
+    chosen, _ = choose_int8(candidates, force=False)
+    assert chosen is not None and chosen.config == "b"
+
+
+def test_int8_choice_treats_near_equal_latencies_as_ties() -> None:
+    candidates = [_candidate("closer", 20.5, 0.0, agreement=0.99), _candidate("fast", 20.0, 0.0, agreement=0.98)]
+    chosen, _ = choose_int8(candidates, force=False)
+    assert chosen is not None and chosen.config == "closer"
+
+
+def test_int8_choice_skips_configurations_that_disagree_with_fp32() -> None:
+    # Same accuracy, but the fast one changes the top-1 class of 29% of the crops: a broken quantisation.
+    candidates = [_candidate("per-tensor", 10.0, 0.0, agreement=0.71), _candidate("per-channel", 20.0, 0.0, 0.99)]
+    chosen, _ = choose_int8(candidates, force=False)
+    assert chosen is not None and chosen.config == "per-channel"
+
+
+def test_int8_losing_more_than_one_point_is_refused_unless_forced() -> None:
+    candidates = [_candidate("a", 10.0, 3.0), _candidate("b", 20.0, 2.0)]
+    chosen, why = choose_int8(candidates, force=False)
+    assert chosen is None and "2.00 accuracy points" in why and "--force" in why
+    forced, _ = choose_int8(candidates, force=True)
+    assert forced is not None and forced.config == "b"
+
+
+# -- bad input ----------------------------------------------------------------------------------------------------
+
+
+def _run_export(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m export` in a fresh process: what a user sees, traceback or not."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def _assert_one_line_error(result: Any, *fragments: str) -> None:
+    output = result.stderr if isinstance(result, subprocess.CompletedProcess) else result.output
+    lines = [line for line in output.splitlines() if line.strip() and not line.startswith(("I0000", "WARNING"))]
+    assert (result.returncode if isinstance(result, subprocess.CompletedProcess) else result.exit_code) == 2
+    assert "Traceback" not in output
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_bad_paths_give_one_line_errors_and_exit_2(tmp_path: Path) -> None:
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
+    empty_run = tmp_path / "run"
+    empty_run.mkdir()
+    bare = tmp_path / "bare" / "model.keras"
+    bare.parent.mkdir()
+    with zipfile.ZipFile(bare, "w") as archive:
+        archive.writestr("config.json", "{}")
+    out = str(tmp_path / "out")
+    _assert_one_line_error(_run_export(str(text), "-o", out), "not a Keras model")
+    _assert_one_line_error(_run_export(str(empty_run), "-o", out), "without best.keras")
+    _assert_one_line_error(_run_export(str(bare), "-o", out), "--photo-short-side")
+    _assert_one_line_error(_run_export(str(bare), "-o", out, "--photo-short-side", "75", "--variants", "int8",
+                                       "--calibration", str(tmp_path / "missing")), "no such calibration folder")
+    assert not (tmp_path / "out").exists()
+
+
+def test_models_that_break_the_contract_are_refused(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+    from click.testing import CliRunner
+
+    from export.cli import main
+
+    inputs = keras.Input((CROP, CROP, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    three = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    three.save(tmp_path / "three.keras")
+    junk = tmp_path / "junk.keras"
+    with zipfile.ZipFile(junk, "w") as archive:
+        archive.writestr("config.json", "{}")
+
+    runner = CliRunner()
+    out = str(tmp_path / "out")
+    common = ["-o", out, "--photo-short-side", str(SHORT_SIDE)]
+    _assert_one_line_error(runner.invoke(main, [str(tmp_path / "three.keras"), *common]), "5 classes")
+    _assert_one_line_error(runner.invoke(main, [str(junk), *common]), "not a loadable Keras model")
+    assert not (tmp_path / "out").exists()
