@@ -58,3 +58,19 @@ def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
     providers = [p for p in ort.get_available_providers() if p != "CUDAExecutionProvider"]
     monkeypatch.setattr(ort, "get_available_providers", lambda: providers)
+
+
+@pytest.fixture
+def run_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batch size of every onnxruntime run call, recorded by spying on OnnxSession._run_chunk."""
+    from cassava_edge.session import OnnxSession
+
+    calls: list[int] = []
+    original = OnnxSession._run_chunk
+
+    def spy(self: OnnxSession, chunk):  # type: ignore[no-untyped-def]
+        calls.append(len(chunk))
+        return original(self, chunk)
+
+    monkeypatch.setattr(OnnxSession, "_run_chunk", spy)
+    return calls

@@ -11,7 +11,6 @@ import pytest
 from tests import tinymodel
 from cassava_edge import Classification, Classifier, ImageError, OptionError, __version__
 from cassava_edge.metadata import CASSAVA_LABELS
-from cassava_edge.session import OnnxSession
 
 
 def _photo(width: int, height: int, seed: int) -> np.ndarray:
@@ -85,15 +84,8 @@ def test_classify_raises_on_bad_input_but_classify_many_does_not(tiny_model: Pat
         assert result.probabilities == pytest.approx(classifier.classify(photo).probabilities, abs=1e-6)
 
 
-def test_a_group_shares_onnxruntime_runs(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    original = OnnxSession._run_chunk
-
-    def spy(self: OnnxSession, chunk: np.ndarray) -> np.ndarray:
-        calls.append(len(chunk))
-        return original(self, chunk)
-
-    monkeypatch.setattr(OnnxSession, "_run_chunk", spy)
+def test_a_group_shares_onnxruntime_runs(tiny_model: Path, run_calls: list[int]) -> None:
+    calls = run_calls
     classifier = Classifier(tiny_model, provider="cpu", tta="d4", chunk_size=5)
     photos = [_photo(32, 32, seed=i) for i in range(3)]  # one crop x 8 views each
     grouped = list(classifier.classify_many(photos, batch_images=3))

@@ -97,15 +97,8 @@ def test_options_reach_onnxruntime(tiny_model: Path, level: str) -> None:
 # -- running -------------------------------------------------------------------------------------------------------
 
 
-def test_run_in_chunks_equals_one_run(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    original = OnnxSession._run_chunk
-
-    def spy(self: OnnxSession, chunk: np.ndarray) -> np.ndarray:
-        calls.append(len(chunk))
-        return original(self, chunk)
-
-    monkeypatch.setattr(OnnxSession, "_run_chunk", spy)
+def test_run_in_chunks_equals_one_run(tiny_model: Path, run_calls: list[int]) -> None:
+    calls = run_calls
     batch = _batch(11)
     whole = OnnxSession(tiny_model, provider="cpu", chunk_size=64).run(batch)
     assert calls == [11]
