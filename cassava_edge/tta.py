@@ -143,20 +143,27 @@ class SeedPreset:
 
     def apply(self, crops: np.ndarray) -> np.ndarray:
         _check_crops(crops)
-        views = [
-            seed_view(crop, draw) for crop_index, crop in enumerate(crops) for draw in self.draws(crop_index)
-        ]
-        return np.stack(views).astype(np.float32, copy=False)
+        count, height, width, channels = crops.shape
+        per_crop = self.views_per_crop
+        # Written in place into one preallocated batch: this runs on every photo, 16 views of a 512 crop each.
+        views = np.empty((count * per_crop, height, width, channels), dtype=np.float32)
+        for crop_index, crop in enumerate(crops):
+            for view_index, draw in enumerate(self.draws(crop_index)):
+                seed_view(crop, draw, out=views[crop_index * per_crop + view_index])
+        return views
 
 
-def seed_view(crop: np.ndarray, draw: SeedView) -> np.ndarray:
-    """One ``seed`` view of one (h, w, 3) crop, as float32."""
-    view = crop
-    if draw.hflip:
-        view = view[:, ::-1]
-    if draw.vflip:
-        view = view[::-1]
-    return random_contrast(keras_zoom(np.ascontiguousarray(view, dtype=np.float32), draw.zoom), draw.contrast)
+# cv2.flip codes: 1 mirrors left-right, 0 upside down, -1 both.
+_FLIP_CODES = {(True, False): 1, (False, True): 0, (True, True): -1}
+
+
+def seed_view(crop: np.ndarray, draw: SeedView, out: np.ndarray | None = None) -> np.ndarray:
+    """One ``seed`` view of one (h, w, 3) crop, as float32 (into `out` when given)."""
+    flip_code = _FLIP_CODES.get((draw.hflip, draw.vflip))
+    view = crop if flip_code is None else cv2.flip(np.ascontiguousarray(crop), flip_code)
+    # Zoom in float32, as Keras does, so bilinear weights are not rounded to uint8 in between.
+    zoomed = keras_zoom(np.ascontiguousarray(view, dtype=np.float32), draw.zoom)
+    return random_contrast(zoomed, draw.contrast, out=out)
 
 
 def keras_zoom(image: np.ndarray, zoom: float) -> np.ndarray:
@@ -177,10 +184,15 @@ def keras_zoom(image: np.ndarray, zoom: float) -> np.ndarray:
     )
 
 
-def random_contrast(image: np.ndarray, factor: float) -> np.ndarray:
-    """Keras RandomContrast with a drawn factor: stretch each channel about its mean, clip to 0..255."""
-    mean = image.mean(axis=(0, 1), keepdims=True, dtype=np.float64).astype(np.float32)
-    return np.clip((image - mean) * np.float32(factor) + mean, 0.0, 255.0)
+def random_contrast(image: np.ndarray, factor: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Keras RandomContrast with a drawn factor: stretch each channel about its mean, clip to 0..255.
+
+    (x - mean) * f + mean is computed as x * f + mean * (1 - f): one pass fewer over the pixels."""
+    channels = image.shape[2]
+    mean = np.asarray(cv2.mean(image)[:channels], dtype=np.float32)  # per-channel means in one pass, in double
+    out = np.multiply(image, np.float32(factor), out=out)
+    out += mean * np.float32(1.0 - factor)
+    return np.clip(out, 0.0, 255.0, out=out)
 
 
 def make_tta(name: str, *, crop_hw: tuple[int, int], seed: int = 0) -> TtaPreset:
