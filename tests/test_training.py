@@ -130,6 +130,12 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     mean = np.asarray(norm.mean).ravel()
     assert np.all((mean > 0.2) & (mean < 0.8)), "Normalization must be adapted on the 0..1 photos"
 
+    # Resume: one more epoch from the last checkpoint, appended to the same history.
+    resumed = TrainConfig(**{**config.__dict__, "epochs": 2, "resume": str(run / "last.keras"), "initial_epoch": 1})
+    train(resumed)
+    history = list(csv.DictReader((run / "history.csv").open()))
+    assert [row["epoch"] for row in history] == ["0", "1"]
+
 
 @needs_data
 def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
