@@ -82,6 +82,7 @@ def count_model_flops(model: Any) -> FlopCount:
         dims = value.type.tensor_type.shape.dim
         if len(dims) and not dims[0].HasField("dim_value"):
             dims[0].dim_value = 1  # the symbolic batch dimension; setting dim_value clears dim_param
+    _sort_topologically(model.graph)
     graph, shapes = _infer_shapes(model)
     shapes.update(initializers)
 
@@ -98,6 +99,25 @@ def count_model_flops(model: Any) -> FlopCount:
             count.macs_by_op[node.op_type] = count.macs_by_op.get(node.op_type, 0) + macs
         count.elementwise_flops += _elementwise_flops(node.op_type, inputs, output)
     return count
+
+
+def _sort_topologically(graph: Any) -> None:
+    """Put nodes in dependency order. onnx shape inference walks nodes as listed, and onnxruntime's fp16 converter
+    appends its input Cast at the end, which would leave every shape after it unknown."""
+    available = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [node for node in pending if all(name in available for name in node.input)]
+        if not ready:  # a cycle or a dangling input: keep the rest as listed
+            ordered += pending
+            break
+        for node in ready:
+            available.update(node.output)
+        ordered += ready
+        pending = [node for node in pending if node not in ready]
+    copies = [type(node).FromString(node.SerializeToString()) for node in ordered]
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def _infer_shapes(model: Any) -> tuple[Any, dict[str, Shape]]:
