@@ -289,7 +289,8 @@ def evaluate(data: str, options: ClassifierOptions, labels_csv: str | None, ids:
 
     DATA is a Kaggle-layout folder (train.csv + train_images/), a folder with labels.csv + images/, or any folder
     with --labels. Photos that fail to decode are counted and named (exit 1), the rest still evaluated."""
-    from cassava_edge.evaluate import draw_confusion_heatmap, evaluate as run_evaluation, read_ids, read_labelled
+    from cassava_edge.evaluate import draw_confusion_heatmap, evaluate as run_evaluation
+    from cassava_edge.labelled import read_ids, read_labelled
 
     classifier = build_classifier(options)
     photos = read_labelled(data, labels_csv, read_ids(ids) if ids else None, num_classes=len(classifier.labels))

@@ -9,6 +9,7 @@ from typing import Any
 import onnx
 
 from cassava_edge.metadata import ModelMetadata
+from cassava_edge.modelfile import read_metadata_props
 from export.errors import ExportError
 
 OPSET = 17
@@ -66,9 +67,8 @@ def save_with_metadata(proto: onnx.ModelProto, path: Path, metadata: ModelMetada
 
 
 def read_metadata(path: Path) -> ModelMetadata:
-    """Read the metadata back the way the runtime parses it (graph not needed, weights not loaded)."""
-    proto = onnx.load(str(path), load_external_data=False)
-    return ModelMetadata.from_onnx_props({p.key: p.value for p in proto.metadata_props}, source=str(path))
+    """Read the metadata back with the runtime's own reader and parser, so a file that passes here loads there."""
+    return ModelMetadata.from_onnx_props(read_metadata_props(path), source=str(path))
 
 
 def jsonable(value: Any) -> Any:

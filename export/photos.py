@@ -14,16 +14,11 @@ import numpy as np
 
 from cassava_edge.errors import ImageError
 from cassava_edge.imaging import load_image
+from cassava_edge.labelled import LabelledPhoto, read_ids
 from cassava_edge.scan import make_crops
 from export.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-@dataclass(frozen=True)
-class LabelledPhoto:
-    path: Path
-    label: int
 
 
 @dataclass(frozen=True)
@@ -44,7 +39,7 @@ class CropSet:
 
 def read_validation_photos(folder: Path, ids_file: Path | None) -> list[LabelledPhoto]:
     """The labelled photos of a Kaggle-layout folder (train.csv + train_images/), only the ids of `ids_file`."""
-    from training.data import DataError, read_id_list, read_kaggle_folder  # no TensorFlow at import
+    from training.data import DataError, read_kaggle_folder  # no TensorFlow at import
 
     if not folder.is_dir():
         raise InputError(f"{folder}: no such validation folder")
@@ -57,7 +52,7 @@ def read_validation_photos(folder: Path, ids_file: Path | None) -> list[Labelled
         return [LabelledPhoto(Path(s.path), s.label) for s in samples]
     if not ids_file.is_file():
         raise InputError(f"{ids_file}: no such validation list")
-    ids = read_id_list(ids_file)
+    ids = set(read_ids(ids_file))
     chosen = [LabelledPhoto(Path(s.path), s.label) for s in samples if s.image_id in ids]
     missing = ids - {s.image_id for s in samples}
     if missing:

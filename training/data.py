@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cassava_edge.errors import ImageError
+from cassava_edge.imaging import read_header
 from cassava_edge.metadata import CASSAVA_LABELS
 
 NUM_CLASSES = len(CASSAVA_LABELS)
@@ -66,11 +68,16 @@ def read_kaggle_folder(folder: str | Path, *, skip_bad: bool = False, max_images
 
 
 def _looks_like_image(path: Path) -> bool:
-    """A cheap check that also catches truncated files, so tf.data never dies mid-epoch."""
-    head_tail = path.read_bytes()
-    if head_tail[:3] == b"\xff\xd8\xff":
-        return head_tail.rstrip(b"\x00")[-2:] == b"\xff\xd9"
-    return head_tail[:8] == b"\x89PNG\r\n\x1a\n"
+    """A cheap check that also catches truncated files, so tf.data never dies mid-epoch: a JPEG or PNG whose
+    header the runtime's parser reads completely (it checks the end-of-image marker)."""
+    data = path.read_bytes()
+    if not data.startswith((b"\xff\xd8", b"\x89PNG\r\n\x1a\n")):
+        return False
+    try:
+        read_header(data, path.name)
+    except ImageError:
+        return False
+    return True
 
 
 def _stratified_head(samples: list[Sample], count: int) -> list[Sample]:
@@ -83,13 +90,6 @@ def _stratified_head(samples: list[Sample], count: int) -> list[Sample]:
             if group and len(picked) < count:
                 picked.append(group.pop(0))
     return picked
-
-
-def read_id_list(path: str | Path) -> set[str]:
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if lines and lines[0].startswith("image_id"):
-        return {line.split(",")[0] for line in lines[1:]}
-    return set(lines)
 
 
 def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:

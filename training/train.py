@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cassava_edge.labelled import read_ids
 from cassava_edge.metadata import CASSAVA_LABELS
 from cassava_edge.metrics import classification_report
 from training.config import TrainConfig
 from training.data import (
-    NUM_CLASSES, DataError, Sample, adaptation_images, class_weights, make_dataset, read_id_list,
+    NUM_CLASSES, DataError, Sample, adaptation_images, class_weights, make_dataset,
     read_kaggle_folder, stratified_split,
 )
 
@@ -30,7 +31,7 @@ def split_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
         raise DataError(f"validation folder {val_folder} is not among the data folders")
     pool = by_folder[val_folder]
     if config.validation_list:
-        ids = read_id_list(config.validation_list)
+        ids = set(read_ids(config.validation_list))
         val = [s for s in pool if s.image_id in ids]
         unknown = ids - {s.image_id for s in pool}
         if unknown:
