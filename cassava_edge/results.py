@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -43,10 +43,21 @@ class ViewProbabilities:
         }
 
 
+# What a result means for an app. Only OK comes with a diagnosis (`label`); UNCERTAIN and NOT_CASSAVA keep their
+# probabilities and top_k so that an app can still say "probably CMD, retake the photo".
+OK = "ok"
+UNCERTAIN = "uncertain"  # the calibrated confidence is under the minimum confidence
+NOT_CASSAVA = "not_cassava"  # the model's not-cassava score reaches its threshold
+FAILED = "failed"  # the photo could not be classified; `error` says why
+STATUSES: tuple[str, ...] = (OK, UNCERTAIN, NOT_CASSAVA, FAILED)
+
+
 @dataclass(frozen=True)
 class Classification:
-    """The verdict on one photo: probabilities are the mean over all crops x views. `error` is set (and the
-    prediction fields are None or empty) when the photo could not be classified."""
+    """The verdict on one photo: probabilities are the mean over all crops x views (calibrated when the model
+    says how). `status` is one of STATUSES; `label`/`label_index` are set only when it is "ok". `error` is set (and
+    the prediction fields are None or empty) when the photo could not be classified. `not_cassava_score` is the
+    probability that the photo is not a cassava leaf, for models that have a not-cassava output."""
 
     source: str
     label: Optional[str]
@@ -56,14 +67,30 @@ class Classification:
     top_k: list[tuple[str, float]]
     views: Optional[tuple[ViewProbabilities, ...]] = None
     error: Optional[str] = None
+    status: str = OK
+    not_cassava_score: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
 
     @property
     def ok(self) -> bool:
+        """True when the photo was classified (any status but "failed"); see `status` for whether to trust it."""
         return self.error is None
 
     @classmethod
     def failed(cls, source: str, error: str) -> "Classification":
-        return cls(source, None, None, None, {}, [], None, error)
+        return cls(source, None, None, None, {}, [], None, error, status=FAILED)
+
+    def judged(self, status: str, not_cassava_score: Optional[float] = None) -> "Classification":
+        """This result with its status decided: any status but "ok" withholds the diagnosis (label, label_index)
+        and keeps the probabilities, confidence and top_k."""
+        if status == FAILED:
+            raise ValueError("a classified photo cannot be judged failed; use Classification.failed")
+        if status == OK:
+            return replace(self, status=status, not_cassava_score=not_cassava_score)
+        return replace(self, status=status, not_cassava_score=not_cassava_score, label=None, label_index=None)
 
     @classmethod
     def from_probabilities(
@@ -110,12 +137,14 @@ class Classification:
         """A JSON-ready dict; `views` only when they were asked for."""
         data: dict[str, Any] = {
             "source": self.source,
+            "status": self.status,
             "ok": self.ok,
             "label": self.label,
             "label_index": self.label_index,
             "confidence": self.confidence,
             "probabilities": dict(self.probabilities),
             "top_k": [{"label": label, "probability": p} for label, p in self.top_k],
+            "not_cassava_score": self.not_cassava_score,
             "error": self.error,
         }
         if self.views is not None:
