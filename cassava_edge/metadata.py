@@ -4,17 +4,23 @@ This module is the single definition of that contract. `export/` imports it to w
 runtime reads it back with `ModelMetadata.from_onnx_props`; no label list or input size is written anywhere else.
 Each top-level field is stored as its own `metadata_props` entry (key ``cassava_edge.<field>``) holding JSON, so
 tools such as Netron show them one per line.
+
+Schema versions: 1 is the original contract; 2 adds the optional `calibration` (temperature scaling of a photo's
+averaged probabilities) and `trust` (minimum confidence, minimum photo size, the not-cassava output and its
+threshold). The runtime reads both and refuses any other version.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from cassava_edge.errors import ModelError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 KEY_PREFIX = "cassava_edge."
 
 # The five Kaggle 2020 classes, in the model's output order. Export writes them into each model; the runtime
@@ -53,6 +59,52 @@ class PhotoScale:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """How to calibrate a photo's averaged probabilities: p_cal = softmax(log(p_mean) / temperature)."""
+
+    temperature: float
+    method: str = "temperature"
+
+    def problems(self) -> list[str]:
+        if self.method != "temperature":
+            return [f"calibration method {self.method!r} is unknown (only 'temperature')"]
+        if not (_is_number(self.temperature) and math.isfinite(self.temperature) and self.temperature > 0):
+            return [f"calibration temperature must be a positive number, got {self.temperature!r}"]
+        return []
+
+
+@dataclass(frozen=True)
+class Trust:
+    """When the runtime withholds a diagnosis.
+
+    `min_confidence` applies to the calibrated top-1 probability (below it: "uncertain"); photos whose shorter side
+    is under `min_short_side` pixels fail; `not_cassava_output` names a graph output of shape (n, 1) holding a
+    logit per view, and a photo is "not_cassava" when sigmoid(mean logit over its views) >= `not_cassava_threshold`.
+    """
+
+    min_confidence: float = 0.0
+    min_short_side: int = 1
+    not_cassava_output: Optional[str] = None
+    not_cassava_threshold: Optional[float] = None
+
+    def problems(self) -> list[str]:
+        found = []
+        if not (_is_number(self.min_confidence) and 0.0 <= self.min_confidence <= 1.0):
+            found.append(f"trust min_confidence must be within 0..1, got {self.min_confidence!r}")
+        if not (_is_number(self.min_short_side) and isinstance(self.min_short_side, int) and self.min_short_side >= 1):
+            found.append(f"trust min_short_side must be a whole number of pixels >= 1, got {self.min_short_side!r}")
+        if (self.not_cassava_output is None) != (self.not_cassava_threshold is None):
+            found.append("trust not_cassava_output and not_cassava_threshold must be given together")
+        elif self.not_cassava_output is not None and not isinstance(self.not_cassava_output, str):
+            found.append(f"trust not_cassava_output must be an output name, got {self.not_cassava_output!r}")
+        elif self.not_cassava_threshold is not None and not (
+            _is_number(self.not_cassava_threshold) and 0.0 <= self.not_cassava_threshold <= 1.0
+        ):
+            found.append(f"trust not_cassava_threshold must be within 0..1, got {self.not_cassava_threshold!r}")
+        return found
+
+
+@dataclass(frozen=True)
 class ModelMetadata:
     labels: tuple[str, ...]
     label_names: tuple[str, ...]
@@ -65,6 +117,8 @@ class ModelMetadata:
     precision: str = "fp32"
     provenance: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    calibration: Optional[Calibration] = None  # schema 2; None: probabilities are used as the model gives them
+    trust: Optional[Trust] = None  # schema 2; None: every classified photo is "ok" unless the user sets a minimum
 
     @property
     def crop_size(self) -> tuple[int, int]:
@@ -86,10 +140,16 @@ class ModelMetadata:
         except json.JSONDecodeError as exc:
             raise ModelError(f"{source}: metadata is not valid JSON ({exc})") from None
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        readable = f"{READABLE_SCHEMA_VERSIONS[0]}-{READABLE_SCHEMA_VERSIONS[-1]}"
+        if isinstance(version, int) and version > READABLE_SCHEMA_VERSIONS[-1]:
             raise ModelError(
-                f"{source}: metadata schema version {version!r} is not supported (this runtime reads "
-                f"version {SCHEMA_VERSION}); re-export the model or upgrade cassava-edge"
+                f"{source}: metadata schema version {version} is newer than this cassava-edge reads ({readable}); "
+                "upgrade cassava-edge"
+            )
+        if version not in READABLE_SCHEMA_VERSIONS or isinstance(version, bool):
+            raise ModelError(
+                f"{source}: metadata schema version {version!r} is not supported (this cassava-edge reads "
+                f"{readable}); re-export the model"
             )
         missing = [name for name in ("labels", "label_names", "input", "photo") if name not in data]
         if missing:
@@ -97,11 +157,14 @@ class ModelMetadata:
         try:
             inp = dict(data.pop("input"))
             inp["value_range"] = tuple(inp.get("value_range", (0.0, 255.0)))
+            calibration, trust = data.pop("calibration", None), data.pop("trust", None)
             meta = cls(
                 labels=tuple(data.pop("labels")),
                 label_names=tuple(data.pop("label_names")),
                 input=InputContract(**inp),
                 photo=PhotoScale(**data.pop("photo")),
+                calibration=None if calibration is None else Calibration(**calibration),
+                trust=None if trust is None else Trust(**trust),
                 **data,
             )
         except (TypeError, ValueError) as exc:
@@ -121,6 +184,12 @@ class ModelMetadata:
             problems.append(f"crop size {self.input.height}x{self.input.width} is too small")
         if self.photo.short_side < min(self.input.height, self.input.width):
             problems.append("photo short side is smaller than the crop")
+        if self.schema_version < 2 and (self.calibration is not None or self.trust is not None):
+            problems.append("calibration and trust need metadata schema version 2")
+        if self.calibration is not None:
+            problems.extend(self.calibration.problems())
+        if self.trust is not None:
+            problems.extend(self.trust.problems())
         if problems:
             raise ModelError(f"{source}: " + "; ".join(problems))
 
@@ -135,8 +204,11 @@ def cassava_metadata(
     default_tta: str = "flip",
     precision: str = "fp32",
     provenance: Mapping[str, Any] | None = None,
+    calibration: Calibration | None = None,
+    trust: Trust | None = None,
 ) -> ModelMetadata:
-    """The metadata of a five-class cassava model taking raw 0..255 RGB crops of `crop_size`."""
+    """The metadata of a five-class cassava model taking raw 0..255 RGB crops of `crop_size`, with the optional
+    calibration and trust settings fitted at export (schema version 2)."""
     return ModelMetadata(
         labels=CASSAVA_LABELS,
         label_names=CASSAVA_LABEL_NAMES,
@@ -147,4 +219,10 @@ def cassava_metadata(
         output_name=output_name,
         precision=precision,
         provenance=dict(provenance or {}),
+        calibration=calibration,
+        trust=trust,
     )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
