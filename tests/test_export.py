@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from cassava_edge.metadata import CASSAVA_LABELS, ModelMetadata
-from export.measure import Figures
+
+pytest.importorskip("onnx", reason="export writes ONNX files with onnx (pip install \"cassava-edge[export]\")")
+from export.measure import Figures  # noqa: E402
 from export.pipeline import choose_int8
 from tests.datapaths import DATA_DIR, needs_data
 

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="the tiny test models are built with onnx (pip install onnx, dev extra)")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from cassava_edge.metadata import SCHEMA_VERSION, ModelMetadata, cassava_metadata
 
