@@ -24,5 +24,9 @@ class ProviderError(CassavaEdgeError):
     """An onnxruntime execution provider was asked for but could not be loaded."""
 
 
+class SourceError(CassavaEdgeError):
+    """A path, folder or pattern that names no photos (missing, empty, no match)."""
+
+
 class OptionError(CassavaEdgeError, ValueError):
     """An option value the runtime does not know: a scan plan, TTA preset, provider, variant or colour order."""

@@ -15,8 +15,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cassava_edge import Classifier, __version__
-from cassava_edge.cli import cli, find_images
+from cassava_edge.cli import cli
 from cassava_edge.metadata import CASSAVA_LABELS
+from cassava_edge.sources import find_images
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

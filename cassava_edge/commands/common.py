@@ -1,0 +1,100 @@
+"""What the commands share: the options that build a Classifier, the usage-error exception and the progress bar.
+
+A new command gets the same --model/--provider/... flags as the others by adding `@classifier_options`.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import click
+
+from cassava_edge.classifier import Classifier
+from cassava_edge.errors import CassavaEdgeError
+from cassava_edge.models import PRECISIONS
+from cassava_edge.scan import SCAN_PLANS
+from cassava_edge.session import PROVIDERS
+from cassava_edge.tta import TTA_PRESETS
+
+
+class UsageFailure(click.ClickException):
+    """A user error: printed as one 'Error: ...' line, exit code 2 like click's own usage errors."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class ClassifierOptions:
+    model: str | None
+    provider: str
+    variant: str | None
+    threads: int | None
+    chunk_size: int | None
+    tta: str | None
+    scan: str | None
+    seed: int
+
+
+def classifier_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the options that build a Classifier; the command receives them as `options: ClassifierOptions`."""
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        fields = ClassifierOptions.__dataclass_fields__
+        options = ClassifierOptions(**{name: kwargs.pop(name) for name in fields})
+        return command(options=options, **kwargs)
+
+    decorators = [
+        click.option("--model", type=click.Path(), help="Model file or folder of variants [default: bundled model]."),
+        click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
+                     help="Execution provider; auto uses CUDA when it loads, else CPU."),
+        click.option("--variant", type=click.Choice(PRECISIONS), help="Precision to pick from a model folder."),
+        click.option("--threads", type=click.IntRange(min=1),
+                     help="onnxruntime intra-op threads [default: all cores]."),
+        click.option("--chunk-size", type=click.IntRange(min=1),
+                     help="Views per onnxruntime call [default: 4 on CPU, 32 on CUDA]."),
+        click.option("--tta", type=click.Choice(TTA_PRESETS), help="Test-time augmentation [default: the model's]."),
+        click.option("--scan", type=click.Choice(SCAN_PLANS), help="Crop plan [default: the model's]."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the 'seed' TTA preset."),
+    ]
+    for decorate in reversed(decorators):
+        wrapper = decorate(wrapper)
+    return wrapper
+
+
+def build_classifier(options: ClassifierOptions) -> Classifier:
+    """The Classifier the options describe; user errors become a one-line usage failure (exit 2)."""
+    try:
+        return Classifier(
+            model=options.model,
+            provider=options.provider,
+            variant=options.variant,
+            threads=options.threads,
+            chunk_size=options.chunk_size,
+            tta=options.tta,
+            scan=options.scan,
+            seed=options.seed,
+        )
+    except CassavaEdgeError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+class _NoProgress:
+    def __enter__(self) -> "_NoProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, steps: int) -> None:
+        return None
+
+
+def progress(total: int) -> Any:
+    """A progress bar on stderr, only when there is more than one file."""
+    if total <= 1:
+        return _NoProgress()
+    return click.progressbar(length=total, label="classifying", file=sys.stderr)

@@ -1,0 +1,72 @@
+"""`cassava-edge evaluate`: accuracy, macro-F1, per-class figures and the confusion matrix on labelled photos."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cassava_edge.commands.common import ClassifierOptions, build_classifier, classifier_options, progress
+
+
+@click.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False))
+@classifier_options
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False),
+              help="CSV with image_id,label for the photos in DATA [default: train.csv or labels.csv found in DATA].")
+@click.option("--ids", type=click.Path(exists=True, dir_okay=False), help="Evaluate only the image ids listed.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write the report as JSON.")
+@click.option("--heatmap", type=click.Path(dir_okay=False, writable=True), help="Write the confusion heatmap (PNG).")
+def evaluate(data: str, options: ClassifierOptions, labels_csv: str | None, ids: str | None,
+             json_path: str | None, heatmap: str | None) -> None:
+    """Accuracy, macro-F1, per-class precision/recall and confusion matrix on labelled photos.
+
+    DATA is a Kaggle-layout folder (train.csv + train_images/), a folder with labels.csv + images/, or any folder
+    with --labels. Photos that fail to decode are counted and named (exit 1), the rest still evaluated."""
+    from cassava_edge.evaluate import draw_confusion_heatmap, evaluate as run_evaluation
+    from cassava_edge.labelled import read_ids, read_labelled
+
+    classifier = build_classifier(options)
+    photos = read_labelled(data, labels_csv, read_ids(ids) if ids else None, num_classes=len(classifier.labels))
+    with progress(len(photos)) as bar:
+        report = run_evaluation(classifier, photos, progress=bar.update)
+    for line in format_report(report):
+        click.echo(line)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    if heatmap:
+        draw_confusion_heatmap(report, heatmap)
+    for failure in report["failed"]:
+        click.echo(f"failed: {failure['source']}: {failure['error']}", err=True)
+    if report["failed"]:
+        click.echo(f"{len(report['failed'])} of {len(photos)} photos failed", err=True)
+        sys.exit(1)
+
+
+def format_report(report: dict[str, Any]) -> list[str]:
+    """The evaluation report as text: headline figures, per-class table, confusion counts and row shares."""
+    labels = report["labels"]
+    width = max(len("truth/pred"), *(len(label) for label in labels)) + 2
+    lines = [
+        f"model {report['model']} ({report['precision']}), tta {report['tta']}, scan {report['scan']}, "
+        f"{', '.join(report['providers'])}",
+        f"photos {report['count']}  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  "
+        f"macro recall {report['macro_recall']:.4f}  failed {len(report['failed'])}",
+        "",
+        f"{'class':<{width}}precision  recall     f1  support",
+    ]
+    for label in labels:
+        row = report["per_class"][label]
+        recall = "    n/a" if row["recall"] is None else f"{row['recall']:7.3f}"
+        lines.append(f"{label:<{width}}{row['precision']:9.3f}  {recall}  {row['f1']:5.3f}  {row['support']:7d}")
+    header = "".join(f"{label:>{width}}" for label in labels)
+    corner = "truth/pred"
+    lines += ["", f"{corner:<{width}}{header}   (counts)"]
+    lines += [f"{label:<{width}}" + "".join(f"{n:>{width}d}" for n in row) for label, row in zip(labels, report["confusion"])]
+    lines += ["", f"{corner:<{width}}{header}   (row shares)"]
+    lines += [f"{label:<{width}}" + "".join(f"{v:>{width}.2f}" for v in row)
+              for label, row in zip(labels, report["confusion_normalised"])]
+    return lines
