@@ -15,6 +15,17 @@ ONNX = "onnx>=1.15,<2"
 ONNXRUNTIME = "onnxruntime>=1.17,<2"
 TENSORFLOW = ["tensorflow-cpu>=2.16,<3", "keras>=3.3,<4"]
 
+# The repository keeps short folder names; installed, they carry the project's name, so that they never collide
+# with another distribution's `training` or `export` package. Inside, they import each other by these names.
+RENAMED = {
+    "cassava_edge_training": "training",
+    "cassava_edge_export": "export",
+    "cassava_edge_benchmarks": "benchmarks",
+}
+PACKAGES = find_packages(include=["cassava_edge", "cassava_edge.*"])
+for name, folder in RENAMED.items():
+    PACKAGES += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
+
 setup(
     name="cassava-edge",
     version="0.1.0",
@@ -22,7 +33,8 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["cassava_edge", "cassava_edge.*", "training", "export", "benchmarks"]),
+    packages=PACKAGES,
+    package_dir=RENAMED,
     package_data={"cassava_edge": ["py.typed"]},
     install_requires=[NUMPY, "opencv-python-headless>=4.8", "click>=8.1,<9"],
     extras_require={
@@ -51,8 +63,8 @@ setup(
     entry_points={
         "console_scripts": [
             "cassava-edge=cassava_edge.cli:main",
-            "cassava-edge-train=training.cli:main",
-            "cassava-edge-export=export.cli:main",
+            "cassava-edge-train=cassava_edge_training.cli:main",
+            "cassava-edge-export=cassava_edge_export.cli:main",
         ]
     },
 )

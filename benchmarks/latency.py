@@ -26,9 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence
 
-if __package__ in (None, ""):  # run as `python benchmarks/latency.py`: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import click
 import numpy as np
 
@@ -292,7 +289,7 @@ def run_benchmark(
 
 def _add_flops(runs: list[dict[str, Any]]) -> None:
     """Model FLOPs per view from the ONNX graph, and the GFLOP/s each run achieved during inference."""
-    from benchmarks.flops import count_flops
+    from .flops import count_flops
 
     counts: dict[str, dict[str, Any]] = {}
     for run in runs:
@@ -372,7 +369,9 @@ def run_worker_process(spec: dict[str, Any], env: dict[str, str] | None = None) 
         child_env = dict(os.environ)
         child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
         child_env.update(env or {})
-        code = "import sys; from benchmarks.latency import run_worker; run_worker(sys.argv[1], sys.argv[2])"
+        # The worker is this package under whatever name it was imported as: `benchmarks` in the repository,
+        # `cassava_edge_benchmarks` when installed.
+        code = f"import sys; from {__package__}.latency import run_worker; run_worker(sys.argv[1], sys.argv[2])"
         process = subprocess.run(
             [sys.executable, "-c", code, str(spec_path), str(result_path)],
             env=child_env, capture_output=True, text=True,

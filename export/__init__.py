@@ -4,6 +4,6 @@ TensorFlow is imported only inside the functions that need it, so `python -m exp
 command-line arguments stay fast. Entry points: `export.pipeline.export_model` and `export.parity.check_parity`.
 """
 
-from export.errors import ExportError, InputError, ParityError, VariantRefused
+from .errors import ExportError, InputError, ParityError, VariantRefused
 
 __all__ = ["ExportError", "InputError", "ParityError", "VariantRefused"]

@@ -1,5 +1,5 @@
 """`python -m export`: see export/cli.py."""
 
-from export.cli import main
+from .cli import main
 
 main()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from export.errors import ExportError, InputError
+from .errors import ExportError, InputError
 
 
 def _variants(value: str) -> tuple[str, ...]:
@@ -47,7 +47,7 @@ def main(source: Path, output: Path, name: str | None, variants: str, calibratio
     """Export SOURCE (a training run folder or a .keras file) to ONNX: NAME.onnx (fp32), NAME.fp16.onnx,
     NAME.int8.onnx and NAME.variants.json (sizes, parity, accuracy, latency)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter would bury the report
-    from export.pipeline import ExportRequest, export_model
+    from .pipeline import ExportRequest, export_model
 
     request = ExportRequest(
         source=source, output=output, name=name, variants=_variants(variants), calibration=calibration,

@@ -10,7 +10,7 @@ import onnx
 
 from cassava_edge.metadata import ModelMetadata
 from cassava_edge.modelfile import read_metadata_props
-from export.errors import ExportError
+from .errors import ExportError
 
 OPSET = 17
 BATCH_DIM = "batch"

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from export.errors import ParityError
-from export.measure import onnx_probabilities
+from .errors import ParityError
+from .measure import onnx_probabilities
 
 TOLERANCE = 1e-4  # largest allowed |softmax difference|; a correct fp32 conversion stays around 1e-6
 

@@ -16,7 +16,7 @@ from cassava_edge.errors import ImageError
 from cassava_edge.imaging import load_image
 from cassava_edge.labelled import LabelledPhoto, read_ids
 from cassava_edge.scan import make_crops
-from export.errors import InputError
+from .errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -39,7 +39,7 @@ class CropSet:
 
 def read_validation_photos(folder: Path, ids_file: Path | None) -> list[LabelledPhoto]:
     """The labelled photos of a Kaggle-layout folder (train.csv + train_images/), only the ids of `ids_file`."""
-    from training.data import DataError, read_kaggle_folder  # no TensorFlow at import
+    from cassava_edge_training.data import DataError, read_kaggle_folder  # no TensorFlow at import
 
     if not folder.is_dir():
         raise InputError(f"{folder}: no such validation folder")

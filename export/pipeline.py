@@ -21,13 +21,13 @@ import onnx
 from cassava_edge.metadata import cassava_metadata
 from cassava_edge.scan import SCAN_PLANS
 from cassava_edge.tta import TTA_PRESETS
-from export.errors import InputError, VariantRefused
-from export.measure import LATENCY_BATCH, Figures, MeasureSet, interleaved_latency_ms, measure, onnx_probabilities
-from export.onnxfile import io_names, jsonable, keras_to_onnx, read_metadata, save_with_metadata
-from export.parity import TOLERANCE, check_parity
-from export.photos import CropSet, LabelledPhoto, crop_photos, pick_calibration_photos, read_validation_photos
-from export.source import ExportSource, find_source, load_keras_model, sha256_of
-from export.variants import INT8_CONFIGS, Int8Config, int8_config, prepare_for_quantization, quantize_int8, to_fp16
+from .errors import InputError, VariantRefused
+from .measure import LATENCY_BATCH, Figures, MeasureSet, interleaved_latency_ms, measure, onnx_probabilities
+from .onnxfile import io_names, jsonable, keras_to_onnx, read_metadata, save_with_metadata
+from .parity import TOLERANCE, check_parity
+from .photos import CropSet, LabelledPhoto, crop_photos, pick_calibration_photos, read_validation_photos
+from .source import ExportSource, find_source, load_keras_model, sha256_of
+from .variants import INT8_CONFIGS, Int8Config, int8_config, prepare_for_quantization, quantize_int8, to_fp16
 
 VARIANTS = ("fp16", "int8")
 MAX_ACCURACY_LOSS_POINTS = 1.0

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cassava_edge.metadata import CASSAVA_LABELS
-from export.errors import InputError
+from .errors import InputError
 
 BEST_CHECKPOINT = "best.keras"  # the name training/train.py gives the best-by-val_loss checkpoint
 KERAS_SUFFIXES = (".keras", ".h5")

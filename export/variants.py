@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export.onnxfile import name_batch_dimension
+from .onnxfile import name_batch_dimension
 
 CALIBRATION_BATCH = 4
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.latency import benchmark_command
+from cassava_edge_benchmarks.latency import benchmark_command
 from tests.datapaths import DATA_DIR, needs_data
 
 onnx = pytest.importorskip("onnx")
@@ -62,7 +62,7 @@ def conv_gemm_model() -> onnx.ModelProto:
 
 
 def test_flop_counter_counts_conv_depthwise_gemm_matmul() -> None:
-    from benchmarks.flops import count_model_flops
+    from cassava_edge_benchmarks.flops import count_model_flops
 
     count = count_model_flops(conv_gemm_model())
     assert count.macs_by_op == {"Conv": 6912 + 2304, "Gemm": 2560, "MatMul": 50}
@@ -74,7 +74,7 @@ def test_flop_counter_counts_conv_depthwise_gemm_matmul() -> None:
 @pytest.mark.parametrize("form", ["dynamic", "qdq", "qoperator"])
 def test_flop_counter_gives_quantised_models_the_same_macs(tmp_path: Path, form: str) -> None:
     quantization = pytest.importorskip("onnxruntime.quantization")
-    from benchmarks.flops import count_flops
+    from cassava_edge_benchmarks.flops import count_flops
 
     source, quantised = tmp_path / "fp32.onnx", tmp_path / f"{form}.onnx"
     onnx.save(conv_gemm_model(), str(source))
@@ -105,7 +105,7 @@ def test_flop_counter_gives_quantised_models_the_same_macs(tmp_path: Path, form:
 
 def test_flop_counter_follows_nodes_listed_out_of_order() -> None:
     # onnxruntime's fp16 converter appends its input Cast after the nodes that read it; shapes must still be found.
-    from benchmarks.flops import count_model_flops
+    from cassava_edge_benchmarks.flops import count_model_flops
 
     model = conv_gemm_model()
     nodes = list(model.graph.node)
@@ -118,7 +118,7 @@ def test_flop_counter_follows_nodes_listed_out_of_order() -> None:
 def test_module_imports_stay_light() -> None:
     """`cassava-edge benchmark` must not pull TensorFlow, matplotlib or onnx into the CLI's start-up."""
     code = (
-        "import sys, benchmarks.latency; "
+        "import sys, cassava_edge_benchmarks.latency; "
         "heavy = [m for m in ('tensorflow', 'keras', 'matplotlib', 'onnx', 'psutil') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
@@ -223,7 +223,7 @@ def test_benchmark_end_to_end(tmp_path: Path, two_photos: list[Path]) -> None:
 def test_benchmark_compares_with_keras(tmp_path: Path, two_photos: list[Path]) -> None:
     keras = pytest.importorskip("keras")
     from tests import tinymodel
-    from training.model import build_model
+    from cassava_edge_training.model import build_model
 
     normalization = keras.layers.Normalization(mean=[0.45, 0.5, 0.35], variance=[0.05, 0.05, 0.05])
     keras_path = tmp_path / "lite0-64.keras"

@@ -20,8 +20,8 @@ import pytest
 from cassava_edge.metadata import CASSAVA_LABELS, ModelMetadata
 
 pytest.importorskip("onnx", reason="export writes ONNX files with onnx (pip install \"cassava-edge[export]\")")
-from export.measure import Figures  # noqa: E402
-from export.pipeline import choose_int8
+from cassava_edge_export.measure import Figures  # noqa: E402
+from cassava_edge_export.pipeline import choose_int8
 from tests.datapaths import DATA_DIR, needs_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,9 +44,9 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("tensorflow")
     import keras
 
-    from export.photos import crop_photos
-    from training.config import TrainConfig
-    from training.model import build_model
+    from cassava_edge_export.photos import crop_photos
+    from cassava_edge_training.config import TrainConfig
+    from cassava_edge_training.model import build_model
 
     keras.utils.set_random_seed(0)
     data = DATA_DIR / "cassava"
@@ -80,7 +80,7 @@ def exported(run_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     """`python -m export RUN --variants fp16,int8`, in-process; validation defaults to the run's own split."""
     from click.testing import CliRunner
 
-    from export.cli import main
+    from cassava_edge_export.cli import main
 
     out = tmp_path_factory.mktemp("models")
     args = [str(run_folder), "--output", str(out), "--name", "tiny", "--variants", "fp16,int8",
@@ -110,7 +110,7 @@ def _validation_photos(run_folder: Path) -> list[Path]:
 
 
 def _parity_inputs(run_folder: Path) -> np.ndarray:
-    from export.photos import crop_photos
+    from cassava_edge_export.photos import crop_photos
 
     real = crop_photos(_validation_photos(run_folder), "center", SHORT_SIDE, CROP).as_float()
     noise = np.random.default_rng(1).uniform(0, 255, (4, CROP, CROP, 3)).astype(np.float32)
@@ -187,7 +187,7 @@ def test_metadata_round_trips_through_the_runtime_schema(exported: tuple[Path, s
 
 @needs_data
 def test_parity_check_passes_on_the_export(exported: tuple[Path, str], keras_model: Any, run_folder: Path) -> None:
-    from export.parity import check_parity
+    from cassava_edge_export.parity import check_parity
 
     difference = check_parity(keras_model, exported[0] / "tiny.onnx", _parity_inputs(run_folder))
     assert 0.0 <= difference <= 1e-4
@@ -197,8 +197,8 @@ def test_parity_check_passes_on_the_export(exported: tuple[Path, str], keras_mod
 def test_parity_check_fails_for_a_perturbed_final_dense(
     exported: tuple[Path, str], keras_model: Any, run_folder: Path, tmp_path: Path
 ) -> None:
-    from export.errors import ParityError
-    from export.parity import check_parity
+    from cassava_edge_export.errors import ParityError
+    from cassava_edge_export.parity import check_parity
 
     altered = tmp_path / "altered.onnx"
     _perturb_final_dense(exported[0] / "tiny.onnx", altered)
@@ -213,10 +213,10 @@ def test_export_that_fails_parity_exits_1_and_writes_nothing(
     import onnx
     from click.testing import CliRunner
 
-    import export.pipeline
-    from export.cli import main
+    import cassava_edge_export.pipeline as export_pipeline
+    from cassava_edge_export.cli import main
 
-    real_convert = export.pipeline.keras_to_onnx
+    real_convert = export_pipeline.keras_to_onnx
 
     def broken_convert(model: Any, input_name: str) -> onnx.ModelProto:
         good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
@@ -224,7 +224,7 @@ def test_export_that_fails_parity_exits_1_and_writes_nothing(
         _perturb_final_dense(good, bad)
         return onnx.load(str(bad))
 
-    monkeypatch.setattr(export.pipeline, "keras_to_onnx", broken_convert)
+    monkeypatch.setattr(export_pipeline, "keras_to_onnx", broken_convert)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, [str(run_folder), "--output", str(out)])
     assert result.exit_code == 1, result.output
@@ -340,7 +340,7 @@ def test_models_that_break_the_contract_are_refused(tmp_path: Path) -> None:
     import keras
     from click.testing import CliRunner
 
-    from export.cli import main
+    from cassava_edge_export.cli import main
 
     inputs = keras.Input((CROP, CROP, 3), name="image")
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)

@@ -12,7 +12,7 @@ pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 reference = pytest.importorskip("efficientnet_lite_pytorch", reason="pip install efficientnet-lite-pytorch (dev extra)")
 
-from training.lite import LITE_VARIANTS, efficientnet_lite, load_imagenet_weights, lite_weights_path  # noqa: E402
+from cassava_edge_training.lite import LITE_VARIANTS, efficientnet_lite, load_imagenet_weights, lite_weights_path  # noqa: E402
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

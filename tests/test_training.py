@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.datapaths import DATA_DIR, needs_data
-from training.config import TrainConfig
-from training.data import DataError, class_weights, read_kaggle_folder, stratified_split
+from cassava_edge_training.config import TrainConfig
+from cassava_edge_training.data import DataError, class_weights, read_kaggle_folder, stratified_split
 
 
 def _kaggle_folder(root: Path, rows: list[tuple[str, str]], photos: dict[str, bytes]) -> Path:
@@ -83,7 +83,7 @@ def test_keras_applications_imagenet_without_file_says_how(tmp_path: Path) -> No
     pytest.importorskip("tensorflow")
     import keras
 
-    from training.model import build_model
+    from cassava_edge_training.model import build_model
 
     norm = keras.layers.Normalization(mean=[0.5] * 3, variance=[0.1] * 3)
     with pytest.raises(ValueError, match="--weights path/to/efficientnetb3_notop.h5"):
@@ -95,7 +95,7 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     pytest.importorskip("tensorflow")
     import keras
 
-    from training.train import train
+    from cassava_edge_training.train import train
 
     roboflow = DATA_DIR / "cassava-roboflow"
     config = TrainConfig(
@@ -142,7 +142,7 @@ def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
     pytest.importorskip("keras", reason="the training command imports Keras before it reads the data")
     from click.testing import CliRunner
 
-    from training.cli import main
+    from cassava_edge_training.cli import main
 
     folder = _kaggle_folder(tmp_path / "d", [("a.jpg", "9")], {"a.jpg": _jpeg()})
     result = CliRunner().invoke(main, ["--data", str(folder), "--output", str(tmp_path / "run")])
