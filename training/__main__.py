@@ -1,3 +1,3 @@
-from training.cli import main
+from .cli import main
 
 main()

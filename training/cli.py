@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from training.config import TrainConfig
+from .config import TrainConfig
 
 _UNSET = None
 
@@ -15,6 +15,8 @@ _UNSET = None
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON file with any TrainConfig fields; command-line options override it.")
 @click.option("--data", multiple=True, type=click.Path(), help="Kaggle-layout folder (repeatable).")
+@click.option("--restore-aspect", multiple=True, metavar="FOLDER=W:H",
+              help="Give a data folder's photos back their true aspect, e.g. cassava-roboflow=4:3 (repeatable).")
 @click.option("--output", "-o", help="Run folder.")
 @click.option("--backbone", help="efficientnet-lite0|1|2 or efficientnetb0..b7.")
 @click.option("--weights", help="imagenet, none, or a local weights file.")
@@ -24,6 +26,8 @@ _UNSET = None
 @click.option("--batch-size", type=int)
 @click.option("--learning-rate", type=float)
 @click.option("--label-smoothing", type=float)
+@click.option("--freeze-blocks", type=int, help="Keep the stem and the first N backbone blocks frozen.")
+@click.option("--ema-momentum", type=float, help="Validate and checkpoint an EMA of the weights (e.g. 0.99).")
 @click.option("--class-weights", type=click.Choice(["none", "balanced", "sqrt"]))
 @click.option("--validation-fraction", type=float)
 @click.option("--validation-list", type=click.Path(exists=True, dir_okay=False), help="Ids to validate on.")
@@ -34,18 +38,23 @@ _UNSET = None
 @click.option("--no-cache", "cache", flag_value=False, default=None, help="Do not keep decoded photos in memory.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), help="Checkpoint to continue from.")
 @click.option("--initial-epoch", type=int)
-def main(config_file: str | None, data: tuple[str, ...], **options) -> None:
+def main(config_file: str | None, data: tuple[str, ...], restore_aspect: tuple[str, ...], **options) -> None:
     """Train on Kaggle-layout folders (train.csv + train_images/) and write a run folder."""
     if data:
         options["data"] = list(data)
+    if restore_aspect:
+        pairs = [item.partition("=") for item in restore_aspect]
+        if any(not name or not ratio for name, _, ratio in pairs):
+            raise click.UsageError("--restore-aspect takes FOLDER=W:H, e.g. cassava-roboflow=4:3")
+        options["restore_aspect"] = {name: ratio for name, _, ratio in pairs}
     overrides = {k: v for k, v in options.items() if v is not None}
     try:
         config = TrainConfig.from_file(config_file, **overrides) if config_file else TrainConfig(**overrides)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
 
-    from training.data import DataError
-    from training.train import train
+    from .data import DataError
+    from .train import train
 
     try:
         train(config)

@@ -11,6 +11,9 @@ from typing import Any
 @dataclass
 class TrainConfig:
     data: list[str] = field(default_factory=lambda: ["../shared/data/cassava"])
+    # Data folder name -> the true width:height of its photos, for folders whose photos were resized to another
+    # shape (e.g. {"cassava-roboflow": "4:3"}: 800x600 originals squeezed to 640x640). Recorded in dataset.json.
+    restore_aspect: dict[str, str] = field(default_factory=dict)
     output: str = "runs/latest"
     backbone: str = "efficientnet-lite0"
     # Weights: "imagenet" (Lite: from the registry packages; B0-B7 need a local file), a path to a .h5, or "none".
@@ -24,6 +27,10 @@ class TrainConfig:
     dropout: float = 0.4
     drop_connect: float = 0.2
     label_smoothing: float = 0.0
+    # Keep the stem and the first N backbone blocks frozen: they see the largest feature maps, so freezing them
+    # saves much of the backward pass on a CPU, and their generic edge filters need little tuning.
+    freeze_blocks: int = 0
+    ema_momentum: float = 0.0  # > 0: validate and checkpoint an exponential moving average of the weights
     class_weights: str = "none"  # "none" | "balanced" | "sqrt" (square root of balanced: gentler)
     validation_fraction: float = 0.2
     validation_list: str | None = None  # a file of image ids (one per line, or a CSV with image_id) to validate on

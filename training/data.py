@@ -1,16 +1,24 @@
-"""Kaggle-layout data (train.csv + train_images/), checked up front, split, and fed through tf.data."""
+"""Kaggle-layout data (train.csv + train_images/), checked up front, split, decoded once and fed through tf.data.
+
+Photos are decoded and brought to training scale with the runtime's own OpenCV code (`cassava_edge.imaging`,
+`cassava_edge.scan`), once, into memory: an epoch then costs only the network, and training sees pixels made
+exactly as the users' photos will be.
+"""
 
 from __future__ import annotations
 
 import csv
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from cassava_edge.errors import ImageError
-from cassava_edge.imaging import read_header
+from cassava_edge.errors import CassavaEdgeError, ImageError
+from cassava_edge.imaging import load_image, read_header
 from cassava_edge.metadata import CASSAVA_LABELS
+from cassava_edge.scan import scale_photo
 
 NUM_CLASSES = len(CASSAVA_LABELS)
 
@@ -25,6 +33,24 @@ class Sample:
     label: int
     image_id: str
     folder: str
+    # Width/height the photo really had before someone resized it to another shape (the Roboflow copies are
+    # 800x600 originals squeezed to 640x640: 4/3). None: the file has its true shape.
+    true_aspect: float | None = None
+
+
+def parse_aspect(text: str) -> float:
+    """'4:3' -> 1.333..; also accepts a plain number."""
+    try:
+        if ":" in text:
+            width, height = (float(part) for part in text.split(":"))
+            value = width / height
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        value = -1.0
+    if not 0.1 <= value <= 10:
+        raise DataError(f"aspect {text!r} is not a ratio such as 4:3")
+    return value
 
 
 def _read_labels_csv(csv_path: Path) -> list[tuple[str, str]]:
@@ -35,7 +61,8 @@ def _read_labels_csv(csv_path: Path) -> list[tuple[str, str]]:
         return [(row["image_id"], row["label"]) for row in reader]
 
 
-def read_kaggle_folder(folder: str | Path, *, skip_bad: bool = False, max_images: int | None = None) -> list[Sample]:
+def read_kaggle_folder(folder: str | Path, *, skip_bad: bool = False, max_images: int | None = None,
+                       true_aspect: float | None = None) -> list[Sample]:
     """The samples of one folder. Problems are collected and raised together, or skipped with `skip_bad`."""
     folder = Path(folder)
     csv_path, image_dir = folder / "train.csv", folder / "train_images"
@@ -56,10 +83,11 @@ def read_kaggle_folder(folder: str | Path, *, skip_bad: bool = False, max_images
         elif not _looks_like_image(path):
             problems.append(f"{image_id}: not a readable JPEG/PNG")
         else:
-            samples.append(Sample(str(path), label, image_id, folder.name))
+            samples.append(Sample(str(path), label, image_id, folder.name, true_aspect))
     if problems and not skip_bad:
-        listed = "\n  ".join(problems[:20]) + (f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise DataError(f"{folder}: {len(problems)} bad rows (pass --skip-bad to leave them out):\n  {listed}")
+        more = f"; … and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise DataError(f"{folder}: {len(problems)} bad row(s): {'; '.join(problems[:3])}{more} "
+                        "(pass --skip-bad to leave them out)")
     if problems:
         print(f"{folder}: skipped {len(problems)} bad rows")
     if max_images is not None:
@@ -121,33 +149,56 @@ def class_weights(samples: list[Sample], mode: str) -> dict[int, float] | None:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def make_dataset(samples: list[Sample], *, short_side: int, crop_size: int, batch_size: int, training: bool,
-                 seed: int, cache: bool, augment=None, weights: dict[int, float] | None = None):
-    """tf.data: parallel decode, rescale to the training photo scale, (random) crop, batch, prefetch.
+def load_training_photo(sample: Sample, short_side: int, crop_size: int) -> np.ndarray:
+    """A photo as the runtime decodes it (RGB uint8, EXIF-upright), given back its true aspect ratio, and
+    brought to training scale with the runtime's resize (shorter side `short_side`, never under the crop)."""
+    rgb = load_image(sample.path)
+    if sample.true_aspect is not None:
+        height, width = rgb.shape[:2]
+        # Keep the height and restore the width: the squeezed copies kept every row of the original.
+        rgb = cv2.resize(rgb, (max(1, round(height * sample.true_aspect)), height), interpolation=cv2.INTER_AREA
+                         if height * sample.true_aspect < width else cv2.INTER_LINEAR)
+    return scale_photo(rgb, short_side, (crop_size, crop_size))
 
-    Validation takes the centre crop, so its loss is stable across epochs."""
+
+def load_photos(samples: list[Sample], short_side: int, crop_size: int, workers: int = 2) -> list[np.ndarray]:
+    """Every photo decoded and scaled, in sample order; a photo that does not decode stops training here, before
+    the first epoch, with one line naming it."""
+
+    def load(sample: Sample) -> np.ndarray:
+        try:
+            return load_training_photo(sample, short_side, crop_size)
+        except CassavaEdgeError as exc:
+            raise DataError(f"{sample.path}: cannot be decoded ({exc})") from None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # OpenCV releases the GIL while decoding
+        return list(pool.map(load, samples))
+
+
+def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int, batch_size: int, training: bool,
+                 seed: int, augment=None, weights: dict[int, float] | None = None):
+    """tf.data over decoded photos: (random) crop, batch, augment, prefetch.
+
+    Training takes a random crop of each photo; otherwise the centre crop."""
     import tensorflow as tf
 
-    paths = tf.constant([s.path for s in samples])
-    labels = tf.constant([s.label for s in samples], dtype=tf.int32)
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    rng = np.random.default_rng(seed)
 
-    def decode(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        scale = tf.maximum(short_side / tf.reduce_min(shape), crop_size / tf.reduce_min(shape))
-        size = tf.cast(tf.math.ceil(shape * scale - 1e-3), tf.int32)
-        image = tf.image.resize(image, size, antialias=True)  # float32, 0..255
-        return image, label
+    def generate():
+        order = rng.permutation(len(photos)) if training else range(len(photos))
+        for index in order:
+            yield photos[index], labels[index]
 
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
-        crop = lambda image, label: (tf.image.random_crop(image, (crop_size, crop_size, 3)), label)
-    else:
-        crop = lambda image, label: (tf.image.resize_with_crop_or_pad(image, crop_size, crop_size), label)
+    ds = tf.data.Dataset.from_generator(generate, output_signature=(
+        tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int32)))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(photos)))  # so Keras knows the epoch's length
+    def crop(image, label):
+        if training:
+            image = tf.image.random_crop(image, (crop_size, crop_size, 3))
+        else:
+            image = tf.image.resize_with_crop_or_pad(image, crop_size, crop_size)
+        return tf.cast(image, tf.float32), label
+
     ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     if augment is not None:
@@ -158,10 +209,12 @@ def make_dataset(samples: list[Sample], *, short_side: int, crop_size: int, batc
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def adaptation_images(samples: list[Sample], short_side: int, crop_size: int, limit: int = 200, seed: int = 0):
-    """Centre crops of (a sample of) the training photos, scaled to 0..1, for `Normalization.adapt`."""
+def centre_crops(photos: list[np.ndarray], crop_size: int, limit: int = 200, seed: int = 0) -> np.ndarray:
+    """Centre crops of (a sample of) the photos, scaled to 0..1, for `Normalization.adapt`."""
     rng = np.random.default_rng(seed)
-    chosen = [samples[i] for i in rng.permutation(len(samples))[:limit]]
-    ds = make_dataset(chosen, short_side=short_side, crop_size=crop_size, batch_size=16, training=False,
-                      seed=seed, cache=False)
-    return ds.map(lambda x, y: x / 255.0)
+    crops = []
+    for index in rng.permutation(len(photos))[:limit]:
+        photo = photos[index]
+        top, left = (photo.shape[0] - crop_size) // 2, (photo.shape[1] - crop_size) // 2
+        crops.append(photo[top : top + crop_size, left : left + crop_size])
+    return np.stack(crops).astype(np.float32) / 255.0

@@ -7,10 +7,10 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from training.lite import LITE_VARIANTS, lite_features, load_imagenet_weights
+from cassava_edge.contract import INPUT_NAME, OUTPUT_NAME
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
+from .lite import LITE_VARIANTS, lite_features, load_imagenet_weights
+
 KERAS_APPLICATIONS = {f"efficientnetb{i}": f"EfficientNetB{i}" for i in range(8)}
 
 
@@ -63,3 +63,17 @@ def build_model(backbone: str, crop_size: int, normalization: layers.Normalizati
     if backbone in LITE_VARIANTS and weights == "imagenet":
         load_imagenet_weights(model, backbone)
     return model
+
+
+def freeze_early_blocks(model: keras.Model, blocks: int) -> list[str]:
+    """Freeze the stem and the first `blocks` Lite blocks (layers named stem_*, block0_* … block{blocks-1}_*);
+    returns the frozen layers' names."""
+    if blocks <= 0:
+        return []
+    prefixes = ("stem_", *(f"block{i}_" for i in range(blocks)))
+    frozen = [layer for layer in model.layers if layer.name.startswith(prefixes) and layer.weights]
+    if not frozen:
+        raise ValueError("--freeze-blocks needs an EfficientNet-Lite backbone (layers stem_*, block0_*, …)")
+    for layer in frozen:
+        layer.trainable = False
+    return [layer.name for layer in frozen]

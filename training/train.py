@@ -1,4 +1,9 @@
-"""One training run: data -> split -> adapted Normalization -> model -> fit -> best checkpoint -> report."""
+"""One training run: data -> split -> decoded photos -> adapted Normalization -> model -> fit -> checkpoints -> report.
+
+Checkpoints are chosen on validation macro recall measured through the runtime's own preprocessing
+(`validation.py`), and every checkpoint gets its own metrics file (`best.metrics.json`, `last.metrics.json`), so
+that export attaches the figures of exactly the checkpoint it exports.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +16,33 @@ import numpy as np
 
 from cassava_edge.labelled import read_ids
 from cassava_edge.metadata import CASSAVA_LABELS
-from cassava_edge.metrics import classification_report
-from training.config import TrainConfig
-from training.data import (
-    NUM_CLASSES, DataError, Sample, adaptation_images, class_weights, make_dataset,
+from .config import TrainConfig
+from .data import (
+    NUM_CLASSES, DataError, Sample, centre_crops, class_weights, load_photos, make_dataset, parse_aspect,
     read_kaggle_folder, stratified_split,
 )
+from .validation import MONITOR, VALIDATION_PLANS, make_callback
 
 BEST_MODEL = "best.keras"
+LAST_MODEL = "last.keras"
+
+
+def metrics_path(checkpoint: str | Path) -> Path:
+    """Where the validation figures of `checkpoint` are written: best.keras -> best.metrics.json."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".metrics.json")
 
 
 def split_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     """Training and validation samples. Validation comes from one folder only (the originals), so photos from
     the other folders are always trained on and never leak into validation."""
     folders = [Path(f) for f in config.data]
-    by_folder = {f.name: read_kaggle_folder(f, skip_bad=config.skip_bad, max_images=config.max_images) for f in folders}
+    unknown = set(config.restore_aspect) - {f.name for f in folders}
+    if unknown:
+        raise DataError(f"restore_aspect names {', '.join(sorted(unknown))}, which is not among the data folders")
+    aspects = {name: parse_aspect(ratio) for name, ratio in config.restore_aspect.items()}
+    by_folder = {f.name: read_kaggle_folder(f, skip_bad=config.skip_bad, max_images=config.max_images,
+                                            true_aspect=aspects.get(f.name)) for f in folders}
     val_folder = Path(config.validation_folder).name if config.validation_folder else folders[0].name
     if val_folder not in by_folder:
         raise DataError(f"validation folder {val_folder} is not among the data folders")
@@ -86,69 +103,81 @@ def plot_history(history_csv: Path, out_dir: Path) -> list[Path]:
 
 def train(config: TrainConfig) -> Path:
     """Run the recipe; returns the run folder."""
-    import keras
-    import tensorflow as tf
-
-    from training.model import augmentation, build_model
-
     out = Path(config.output)
+    train_samples, val_samples = split_samples(config)  # data problems stop here, before TensorFlow loads
+    started = time.time()
+    photos = load_photos(train_samples, config.photo_short_side, config.crop_size)
+    print(f"decoded {len(photos)} training photos in {time.time() - started:.0f} s", flush=True)
+
+    import keras
+
+    from .model import augmentation, build_model, freeze_early_blocks
+
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    train_samples, val_samples = split_samples(config)
     (out / "config.json").write_text(config.to_json())
     (out / "validation_ids.txt").write_text("".join(f"{s.image_id}\n" for s in val_samples))
-    dataset = {"train": _summary(train_samples), "validation": _summary(val_samples)}
+    dataset = {"train": _summary(train_samples), "validation": _summary(val_samples),
+               "restore_aspect": dict(config.restore_aspect), "validation_plans": list(VALIDATION_PLANS)}
     (out / "dataset.json").write_text(json.dumps(dataset, indent=2))
-    print(f"train {dataset['train']['per_class']}  validation {dataset['validation']['per_class']}")
+    print(f"train {dataset['train']['per_class']}  validation {dataset['validation']['per_class']}", flush=True)
 
     weights = class_weights(train_samples, config.class_weights)
-    common = dict(short_side=config.photo_short_side, crop_size=config.crop_size, batch_size=config.batch_size,
-                  seed=config.seed, cache=config.cache)
     aug = augmentation(config.rotation, tuple(config.zoom), config.contrast, config.seed)
-    train_ds = make_dataset(train_samples, training=True, augment=aug, weights=weights, **common)
-    val_ds = make_dataset(val_samples, training=False, **common)
+    train_ds = make_dataset(photos, [s.label for s in train_samples], crop_size=config.crop_size,
+                            batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights)
     steps = math.ceil(len(train_samples) / config.batch_size)
+    validation = make_callback(val_samples, config.photo_short_side, config.crop_size)
 
     if config.resume:
         model = keras.saving.load_model(config.resume)
         print(f"resumed from {config.resume} at epoch {config.initial_epoch}")
     else:
         norm = keras.layers.Normalization(axis=-1, name="cassava_normalization")
-        norm.adapt(adaptation_images(train_samples, config.photo_short_side, config.crop_size, seed=config.seed))
+        norm.adapt(centre_crops(photos, config.crop_size, seed=config.seed))
         model = build_model(config.backbone, config.crop_size, norm, weights=config.weights,
                             dropout=config.dropout, drop_connect=config.drop_connect)
+        frozen = freeze_early_blocks(model, config.freeze_blocks)
+        if frozen:
+            print(f"frozen: {len(frozen)} layers of the stem and blocks 0-{config.freeze_blocks - 1}")
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(1, config.epochs * steps), alpha=config.cosine_alpha)
+        ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum > 0 else {}
         if config.label_smoothing > 0:
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         else:
             loss = keras.losses.SparseCategoricalCrossentropy()
-        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+        model.compile(optimizer=keras.optimizers.Adam(schedule, **ema), loss=loss, metrics=["accuracy"])
     if isinstance(model.loss, keras.losses.CategoricalCrossentropy):
-        one_hot = lambda x, y, *w: (x, tf.one_hot(y, NUM_CLASSES), *w)
-        train_ds, val_ds = train_ds.map(one_hot), val_ds.map(one_hot)
+        import tensorflow as tf
 
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(str(out / BEST_MODEL), monitor="val_loss", save_best_only=True),
-        keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
+        train_ds = train_ds.map(lambda x, y, *w: (x, tf.one_hot(y, NUM_CLASSES), *w))
+
+    # Order matters: the EMA weights are swapped in before validation scores them and the checkpoints save them.
+    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
+    callbacks += [
+        validation,
+        keras.callbacks.ModelCheckpoint(str(out / BEST_MODEL), monitor=MONITOR, mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(str(out / LAST_MODEL)),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=bool(config.resume)),
     ]
     started = time.time()
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=config.initial_epoch,
+    model.fit(train_ds, epochs=config.epochs, initial_epoch=config.initial_epoch,
               callbacks=callbacks, verbose=1 if _interactive() else 2)
     seconds = time.time() - started
 
-    best = keras.saving.load_model(out / BEST_MODEL)
-    probs = best.predict(make_dataset(val_samples, training=False, **common), verbose=0)
-    report = classification_report([s.label for s in val_samples], probs.argmax(1).tolist(), CASSAVA_LABELS)
-    report["val_loss"] = float(np.mean(-np.log(np.clip(probs[np.arange(len(probs)), [s.label for s in val_samples]], 1e-7, 1))))
-    report["train_seconds"] = round(seconds, 1)
-    report["epochs_run"] = config.epochs - config.initial_epoch
-    report["seconds_per_epoch"] = round(seconds / max(1, report["epochs_run"]), 1)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    timing = {"train_seconds": round(seconds, 1), "epochs_run": config.epochs - config.initial_epoch}
+    timing["seconds_per_epoch"] = round(seconds / max(1, timing["epochs_run"]), 1)
+    for name in (BEST_MODEL, LAST_MODEL):
+        validation.set_model(keras.saving.load_model(out / name))
+        reports = validation.evaluate()
+        figures = {**reports[VALIDATION_PLANS[0]], "plan": VALIDATION_PLANS[0], "tta": "none", "checkpoint": name,
+                   "plans": {plan: {k: r[k] for k in ("accuracy", "macro_recall", "macro_f1")}
+                             for plan, r in reports.items()}, **timing}
+        metrics_path(out / name).write_text(json.dumps(figures, indent=2))
+        print(f"{name}: accuracy {figures['accuracy']:.4f}, macro recall {figures['macro_recall']:.4f}")
     plot_history(out / "history.csv", out)
-    print(f"best checkpoint: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
-          f"{report['seconds_per_epoch']} s/epoch; run folder {out}")
+    print(f"{timing['seconds_per_epoch']} s/epoch; run folder {out}")
     return out
 
 
