@@ -20,7 +20,8 @@ import cassava_edge
 from cassava_edge.errors import CassavaEdgeError, ImageError, OptionError
 from cassava_edge.imaging import DEFAULT_MAX_MEGAPIXELS, ImageSource, load_image, source_name
 from cassava_edge.models import resolve_model
-from cassava_edge.results import Classification, PreparedImage
+from cassava_edge.calibration import sigmoid
+from cassava_edge.results import NOT_CASSAVA, OK, UNCERTAIN, Classification, PreparedImage
 from cassava_edge.scan import check_plan, make_crops
 from cassava_edge.session import CUDA, PROVIDERS, OnnxSession
 from cassava_edge.tta import make_tta
@@ -48,7 +49,10 @@ class Classifier:
         seed: int = 0,
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         variant: str | None = None,
+        min_confidence: float | None = None,
     ) -> None:
+        if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+            raise OptionError(f"min_confidence must be within 0..1, got {min_confidence!r}")
         if provider not in PROVIDERS:
             raise OptionError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
         # Variants are chosen for the provider we expect to get; `auto` expects CUDA when onnxruntime has it.
@@ -62,10 +66,20 @@ class Classifier:
         self.seed = seed
         self.tta = make_tta(tta or self.metadata.default_tta, crop_hw=self.metadata.crop_size, seed=seed)
         self.max_megapixels = max_megapixels
+        trust = self.metadata.trust
+        # Below this calibrated confidence a photo is "uncertain"; None (a v1 model, no override): never.
+        self.min_confidence: float | None = (
+            min_confidence if min_confidence is not None else trust.min_confidence if trust else None
+        )
 
     @property
     def labels(self) -> tuple[str, ...]:
         return self.metadata.labels
+
+    @property
+    def min_short_side(self) -> int | None:
+        """Photos whose shorter side is under this many pixels fail as too small to judge (None: no minimum)."""
+        return self.metadata.trust.min_short_side if self.metadata.trust else None
 
     # -- stages ------------------------------------------------------------------------------------------------
 
@@ -78,6 +92,10 @@ class Classifier:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
             raise ImageError(name, f"prepare needs an HxWx3 uint8 RGB array (use load), got {rgb.shape} {rgb.dtype}")
         height, width = rgb.shape[:2]
+        if self.min_short_side is not None and min(height, width) < self.min_short_side:
+            raise ImageError(
+                name, f"{width}x{height} px is too small to judge (shorter side under {self.min_short_side} px)"
+            )
         if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
             raise ImageError(name, f"{width}x{height} is too elongated to classify (over {MAX_ASPECT_RATIO:g}:1)")
         crops = make_crops(rgb, self.scan, self.metadata.photo.short_side, self.metadata.crop_size)
@@ -91,8 +109,13 @@ class Classifier:
         )
 
     def infer(self, views: np.ndarray) -> np.ndarray:
-        """(n, classes) probabilities of float32 views, run chunk_size views per onnxruntime call."""
-        return self.session.run(views)
+        """(n, classes) probabilities of float32 views, run chunk_size views per onnxruntime call.
+
+        For a model with a not-cassava output one more column follows, its logit per view: one array per batch
+        keeps a photo's rows together however the views are grouped, and `postprocess` splits the column off.
+        """
+        probs, not_cassava = self.session.run_all(views)
+        return probs if not_cassava is None else np.concatenate([probs, not_cassava[:, None]], axis=1)
 
     def postprocess(
         self,
@@ -102,10 +125,35 @@ class Classifier:
         top_k: int = 3,
         return_views: bool = False,
     ) -> Classification:
-        """Average one photo's view probabilities into a Classification."""
-        return Classification.from_probabilities(
-            source, probs, self.labels, prepared, top_k=_check_top_k(top_k), return_views=return_views
+        """Average one photo's view outputs (from `infer`) into a Classification: the mean probabilities are
+        calibrated, then the status is decided (see `status_of`)."""
+        probs, not_cassava_logits = self._split_outputs(probs)
+        calibration = self.metadata.calibration
+        result = Classification.from_probabilities(
+            source, probs, self.labels, prepared, top_k=_check_top_k(top_k), return_views=return_views,
+            temperature=calibration.temperature if calibration else None,
         )
+        # The photo's score is the sigmoid of its views' mean logit, as export fitted the threshold on.
+        score = None if not_cassava_logits is None else float(sigmoid(not_cassava_logits.astype(np.float64).mean()))
+        assert result.confidence is not None
+        return result.judged(self.status_of(result.confidence, score), score)
+
+    def status_of(self, confidence: float, not_cassava_score: float | None) -> str:
+        """The status of a classified photo: not_cassava when its score reaches the model's threshold, else
+        uncertain when its calibrated confidence is under the minimum confidence, else ok."""
+        trust = self.metadata.trust
+        threshold = trust.not_cassava_threshold if trust else None
+        if not_cassava_score is not None and threshold is not None and not_cassava_score >= threshold:
+            return NOT_CASSAVA
+        if self.min_confidence is not None and confidence < self.min_confidence:
+            return UNCERTAIN
+        return OK
+
+    def _split_outputs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """`infer`'s rows -> (probabilities, not-cassava logits or None)."""
+        if self.session.not_cassava_name is None:
+            return rows, None
+        return rows[:, :-1], rows[:, -1]
 
     # -- whole pipeline ----------------------------------------------------------------------------------------
 
@@ -186,6 +234,9 @@ class Classifier:
             "scan": self.scan,
             "seed": self.seed,
             "max_megapixels": self.max_megapixels,
+            "min_confidence": self.min_confidence,
+            "min_short_side": self.min_short_side,
+            "not_cassava_output": self.session.not_cassava_name,
             "versions": {
                 "cassava_edge": cassava_edge.__version__,
                 "onnxruntime": ort.__version__,

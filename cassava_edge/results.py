@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from cassava_edge.calibration import apply_temperature
 from cassava_edge.scan import Box
 
 
@@ -102,11 +103,15 @@ class Classification:
         *,
         top_k: int = 3,
         return_views: bool = False,
+        temperature: Optional[float] = None,
     ) -> "Classification":
-        """Average the (views, classes) probabilities of one photo into its Classification."""
+        """Average the (views, classes) probabilities of one photo into its Classification, calibrated with
+        `temperature` after averaging when given; `views` keep the model's own per-view probabilities."""
         if len(view_probs) != prepared.num_views or view_probs.shape[1:] != (len(labels),):
             raise ValueError(f"expected ({prepared.num_views}, {len(labels)}) probabilities, got {view_probs.shape}")
         mean = view_probs.astype(np.float64).mean(axis=0)
+        if temperature is not None:
+            mean = apply_temperature(mean[None], temperature)[0]
         mean /= mean.sum()  # exact sum of 1 after float32 rounding
         # A stable sort keeps label order among ties, so equal probabilities rank the same on every run.
         order = np.argsort(-mean, kind="stable")

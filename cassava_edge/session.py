@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from cassava_edge.calibration import softmax
 from cassava_edge.errors import ModelError, OptionError, ProviderError
 from cassava_edge.metadata import ModelMetadata
 
@@ -32,12 +33,6 @@ GRAPH_OPTIMIZATION = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def onnxruntime_package() -> str:
@@ -101,6 +96,9 @@ class OnnxSession:
         self._check_provider(provider)
         self.metadata: ModelMetadata = self._read_metadata()
         self.input_name, self.output_name = self._check_contract()
+        # The optional "not a cassava leaf" logit (schema 2) comes from the same onnxruntime call as the probabilities.
+        self.not_cassava_name: str | None = self._check_not_cassava_output()
+        self.output_names: list[str] = [self.output_name, *([self.not_cassava_name] if self.not_cassava_name else [])]
         self.chunk_size: int = chunk_size or DEFAULT_CHUNK_SIZE.get(self.providers[0], DEFAULT_CHUNK_SIZE[CPU])
 
     @property
@@ -110,23 +108,28 @@ class OnnxSession:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) of a float32 NHWC batch, computed chunk_size views per onnxruntime call."""
+        return self.run_all(batch)[0]
+
+    def run_all(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (n, classes) of a float32 NHWC batch and, when the model has a not-cassava output, its
+        logits (n,) (else None), both from the same calls, chunk_size views per onnxruntime call."""
         height, width = self.metadata.crop_size
         if batch.ndim != 4 or batch.shape[1:] != (height, width, 3):
             raise ValueError(f"batch must be (n, {height}, {width}, 3), got {batch.shape}")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        classes = len(self.metadata.labels)
         if len(batch) == 0:
-            return np.zeros((0, classes), dtype=np.float32)
-        step = self.chunk_size
-        outputs = [self._run_chunk(batch[start : start + step]) for start in range(0, len(batch), step)]
-        result = np.concatenate(outputs, axis=0).astype(np.float32, copy=False)
-        if not self.metadata.output_is_probability:
-            result = softmax(result)
-        return result
+            outputs = [np.zeros((0, len(self.metadata.labels)), np.float32), np.zeros((0, 1), np.float32)]
+        else:
+            step = self.chunk_size
+            chunks = [self._run_chunk(batch[start : start + step]) for start in range(0, len(batch), step)]
+            outputs = [np.concatenate(arrays, axis=0).astype(np.float32, copy=False) for arrays in zip(*chunks)]
+        probs = outputs[0] if self.metadata.output_is_probability else softmax(outputs[0])
+        return probs, outputs[1].reshape(-1) if self.not_cassava_name else None
 
-    def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
-        """One onnxruntime call; its own method so tests and benchmarks can count or time the calls."""
-        return self._session.run([self.output_name], {self.input_name: chunk})[0]
+    def _run_chunk(self, chunk: np.ndarray) -> list[np.ndarray]:
+        """One onnxruntime call, returning each of `output_names`; its own method so tests and benchmarks can count
+        or time the calls."""
+        return self._session.run(self.output_names, {self.input_name: chunk})
 
     def describe(self) -> dict[str, Any]:
         options = self._session.get_session_options()
@@ -205,6 +208,20 @@ class OnnxSession:
                 f"{self.path}: output shape {_shape_text(out_shape)} is not [batch, {classes}] for {classes} labels"
             )
         return model_input.name, output.name
+
+    def _check_not_cassava_output(self) -> str | None:
+        """The name of the model's not-cassava output when its metadata names one, checked to be (batch, 1)."""
+        trust = self.metadata.trust
+        if trust is None or trust.not_cassava_output is None:
+            return None
+        outputs = {output.name: output for output in self._session.get_outputs()}
+        name = trust.not_cassava_output
+        if name not in outputs:
+            raise ModelError(f"{self.path}: no not-cassava output named {name!r} (outputs: {', '.join(outputs)})")
+        shape = list(outputs[name].shape)
+        if len(shape) != 2 or shape[1] != 1 or (isinstance(shape[0], int) and shape[0] != -1):
+            raise ModelError(f"{self.path}: not-cassava output shape {_shape_text(shape)} is not [batch, 1]")
+        return name
 
 
 def _requested_providers(provider: str) -> list[str]:

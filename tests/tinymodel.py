@@ -4,6 +4,9 @@ The quadrant model scores an NHWC crop by the mean brightness of its four quadra
 (top-left, top-right, bottom-left, bottom-right) means / 255. Flips and rotations permute the quadrants, so every
 D4 view of a crop with four different quadrant brightnesses gets different probabilities, and `reference_probs`
 recomputes them in plain numpy, independently of onnxruntime and of the runtime's TTA code.
+
+The trust variant (schema 2) adds a "not a cassava leaf" output whose logit grows with how much bluer than green a
+crop is: a grey or green photo is cassava to it, a blue one is not.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import pytest
 onnx = pytest.importorskip("onnx", reason="the tiny test models are built with onnx (pip install onnx, dev extra)")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from cassava_edge.metadata import SCHEMA_VERSION, ModelMetadata, cassava_metadata
+from cassava_edge.contract import NOT_CASSAVA_NAME
+from cassava_edge.metadata import SCHEMA_VERSION, Calibration, ModelMetadata, Trust, cassava_metadata
 
 INPUT = "image"
 OUTPUT = "probabilities"
@@ -32,6 +36,8 @@ QUADRANT_WEIGHTS = np.array(
     dtype=np.float32,
 )
 QUADRANT_BIAS = np.array([0.1, -0.2, 0.05, 0.0, 0.3], dtype=np.float32)
+# not-cassava logit = SCALE * (mean blue - mean green) / 255 + BIAS
+NOT_CASSAVA_SCALE, NOT_CASSAVA_BIAS = 12.0, -2.0
 
 
 def quadrant_matrix(height: int, width: int) -> np.ndarray:
@@ -61,6 +67,14 @@ def reference_logits(crops: np.ndarray) -> np.ndarray:
     return means / 255.0 @ QUADRANT_WEIGHTS.astype(np.float64) + QUADRANT_BIAS
 
 
+def reference_not_cassava_logits(crops: np.ndarray) -> np.ndarray:
+    """What the trust variant's not-cassava output computes, in numpy: crops (n, s, s, 3) RGB -> logits (n,)."""
+    crops = np.asarray(crops, dtype=np.float64)
+    return NOT_CASSAVA_SCALE * (crops[..., 2].mean(axis=(1, 2)) - crops[..., 1].mean(axis=(1, 2))) / 255.0 + (
+        NOT_CASSAVA_BIAS
+    )
+
+
 def reference_probs(crops: np.ndarray) -> np.ndarray:
     logits = reference_logits(crops)
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -85,8 +99,10 @@ def build_model(
     input_hw: tuple[int, int] | None = None,
     classes: int = 5,
     input_name: str = INPUT,
+    not_cassava: bool = False,
 ) -> onnx.ModelProto:
-    """The quadrant model as an onnx.ModelProto without metadata; shapes can be made to disagree on purpose."""
+    """The quadrant model as an onnx.ModelProto without metadata; shapes can be made to disagree on purpose.
+    `not_cassava` adds the trust variant's output NOT_CASSAVA_NAME."""
     height, width = input_hw or (size, size)
     matrix = quadrant_matrix(height, width)[:, :classes]
     bias = QUADRANT_BIAS[:classes]
@@ -108,9 +124,27 @@ def build_model(
             numpy_helper.from_array(bias, "bias"),
         ],
     )
+    if not_cassava:
+        _add_not_cassava_output(graph, input_name, height, width, batch_dim)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="cassava-edge-tests")
     model.ir_version = 8  # readable by any onnxruntime >= 1.17
     return model
+
+
+def _add_not_cassava_output(graph: onnx.GraphProto, input_name: str, height: int, width: int, batch_dim: Any) -> None:
+    per_pixel = np.zeros((height, width, 3), np.float32)
+    per_pixel[:, :, 1] = -NOT_CASSAVA_SCALE / (height * width * 255.0)
+    per_pixel[:, :, 2] = NOT_CASSAVA_SCALE / (height * width * 255.0)
+    graph.node.extend([
+        helper.make_node("Reshape", [input_name, "flat_shape"], ["flat_not_cassava"]),
+        helper.make_node("MatMul", ["flat_not_cassava", "not_cassava_weights"], ["not_cassava_scaled"]),
+        helper.make_node("Add", ["not_cassava_scaled", "not_cassava_bias"], [NOT_CASSAVA_NAME]),
+    ])
+    graph.initializer.extend([
+        numpy_helper.from_array(per_pixel.reshape(-1, 1), "not_cassava_weights"),
+        numpy_helper.from_array(np.array([NOT_CASSAVA_BIAS], np.float32), "not_cassava_bias"),
+    ])
+    graph.output.append(helper.make_tensor_value_info(NOT_CASSAVA_NAME, TensorProto.FLOAT, [batch_dim, 1]))
 
 
 def metadata_for(size: int = 32, short_side: int | None = None, **overrides: Any) -> ModelMetadata:
@@ -123,7 +157,41 @@ def metadata_for(size: int = 32, short_side: int | None = None, **overrides: Any
         default_tta=overrides.pop("default_tta", "flip"),
         precision=overrides.pop("precision", "fp32"),
         provenance=overrides.pop("provenance", {"source": "tests/tinymodel.py"}),
+        calibration=overrides.pop("calibration", None),
+        trust=overrides.pop("trust", None),
     )
+
+
+def write_trust_model(
+    path: Path,
+    *,
+    size: int = 32,
+    temperature: float | None = None,
+    min_confidence: float = 0.5,
+    min_short_side: int = 32,
+    not_cassava_threshold: float | None = 0.5,
+    **build: Any,
+) -> Path:
+    """A schema-2 quadrant model with calibration, trust settings and (unless the threshold is None) the
+    not-cassava output."""
+    with_output = not_cassava_threshold is not None
+    trust = Trust(
+        min_confidence=min_confidence,
+        min_short_side=min_short_side,
+        not_cassava_output=NOT_CASSAVA_NAME if with_output else None,
+        not_cassava_threshold=not_cassava_threshold,
+    )
+    calibration = None if temperature is None else Calibration(temperature=temperature)
+    metadata = metadata_for(size, calibration=calibration, trust=trust)
+    return write_model(path, size=size, metadata=metadata, not_cassava=with_output, **build)
+
+
+def version_1_props(size: int = 32) -> dict[str, str]:
+    """The metadata as a schema-1 export wrote it: no calibration or trust entries."""
+    props = metadata_for(size).to_onnx_props()
+    del props["cassava_edge.calibration"], props["cassava_edge.trust"]
+    props["cassava_edge.schema_version"] = "1"
+    return props
 
 
 def write_model(
