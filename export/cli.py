@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from cassava_edge.contract import DEFAULT_SCAN, DEFAULT_TTA
 from .errors import ExportError, InputError
 
 
@@ -35,8 +36,8 @@ def _variants(value: str) -> tuple[str, ...]:
               help="Kaggle-layout folder (train.csv + train_images/) to measure accuracy on (default: the run's).")
 @click.option("--validation-list", type=click.Path(path_type=Path),
               help="Ids to validate on (default: the run's validation_ids.txt); they are left out of calibration.")
-@click.option("--default-tta", default="flip", show_default=True, help="The model's TTA preset (metadata).")
-@click.option("--default-scan", default="grid", show_default=True, help="The model's scan plan (metadata).")
+@click.option("--default-tta", default=DEFAULT_TTA, show_default=True, help="The model's TTA preset (metadata).")
+@click.option("--default-scan", default=DEFAULT_SCAN, show_default=True, help="The model's scan plan (metadata).")
 @click.option("--photo-short-side", type=int, help="Photo scale in training; needed only without a config.json.")
 @click.option("--int8-configs", default="", help="Comma-separated int8 configurations to try (default: all).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the calibration photo draw.")
@@ -47,7 +48,8 @@ def main(source: Path, output: Path, name: str | None, variants: str, calibratio
     """Export SOURCE (a training run folder or a .keras file) to ONNX: NAME.onnx (fp32), NAME.fp16.onnx,
     NAME.int8.onnx and NAME.variants.json (sizes, parity, accuracy, latency)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter would bury the report
-    from .pipeline import ExportRequest, export_model
+    from .pipeline import export_model
+    from .plan import ExportRequest
 
     request = ExportRequest(
         source=source, output=output, name=name, variants=_variants(variants), calibration=calibration,

@@ -8,27 +8,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-LATENCY_BATCH = 4  # the runtime's default CPU chunk size (cassava_edge/session.py DEFAULT_CHUNK_SIZE)
+from cassava_edge.contract import DEFAULT_CHUNK_SIZE_CPU
+from cassava_edge.errors import ModelError
+from cassava_edge.session import OnnxSession
+from .errors import ExportError
 
-
-def cpu_session(path: str | Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+LATENCY_BATCH = DEFAULT_CHUNK_SIZE_CPU  # files are timed on the batches the runtime sends on a CPU
 
 
-def onnx_probabilities(model: str | Path | ort.InferenceSession, inputs: np.ndarray,
-                       batch_size: int = 16) -> np.ndarray:
+def cpu_session(path: str | Path, chunk_size: int = 16) -> OnnxSession:
+    """The runtime's own session on the CPU: every file is loaded, and its graph checked against its metadata,
+    exactly as users will load it."""
+    try:
+        return OnnxSession(path, provider="cpu", chunk_size=chunk_size)
+    except ModelError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def onnx_probabilities(model: str | Path | OnnxSession, inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """(n, classes) outputs for NHWC `inputs` (uint8 or float 0..255), `batch_size` crops per call."""
-    session = model if isinstance(model, ort.InferenceSession) else cpu_session(model)
-    name = session.get_inputs()[0].name
-    outputs = [
-        session.run(None, {name: np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)})[0]
-        for start in range(0, len(inputs), batch_size)
-    ]
-    return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros((0, 0), np.float32)
+    session = model if isinstance(model, OnnxSession) else cpu_session(model, batch_size)
+    return session.run(np.asarray(inputs, dtype=np.float32))
 
 
 def interleaved_latency_ms(models: dict[str, Path], batch: np.ndarray, rounds: int = 5,
@@ -38,18 +39,17 @@ def interleaved_latency_ms(models: dict[str, Path], batch: np.ndarray, rounds: i
     The models take turns, round after round, so that a change in the machine's load (another job starting or
     pausing) affects every model alike instead of favouring whichever was timed during a quiet spell.
     """
-    sessions = {key: cpu_session(path) for key, path in models.items()}
-    feeds = {key: {s.get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)}
-             for key, s in sessions.items()}
-    for key, session in sessions.items():  # warm-up: the first calls allocate and tune
+    sessions = {key: cpu_session(path, chunk_size=len(batch)) for key, path in models.items()}
+    feed = np.ascontiguousarray(batch, dtype=np.float32)
+    for session in sessions.values():  # warm-up: the first calls allocate and tune
         for _ in range(2):
-            session.run(None, feeds[key])
+            session.run(feed)
     times: dict[str, list[float]] = {key: [] for key in sessions}
     for _ in range(rounds):
         for key, session in sessions.items():
             for _ in range(calls_per_round):
                 tick = time.perf_counter()
-                session.run(None, feeds[key])
+                session.run(feed)
                 times[key].append(time.perf_counter() - tick)
     return {key: float(np.median(values) * 1000.0) for key, values in times.items()}
 

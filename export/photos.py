@@ -12,13 +12,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from cassava_edge.contract import IMAGE_EXTENSIONS
 from cassava_edge.errors import ImageError
 from cassava_edge.imaging import load_image
 from cassava_edge.labelled import LabelledPhoto, read_ids
 from cassava_edge.scan import make_crops
 from .errors import InputError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass(frozen=True)
@@ -73,9 +72,9 @@ def pick_calibration_photos(folders: Sequence[Path], exclude_ids: set[str], coun
     pool: list[Path] = []
     for folder in folders:
         images = image_folder(folder)
-        found = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not found:
-            raise InputError(f"{folder}: no photos ({', '.join(IMAGE_SUFFIXES)}) in {images}")
+            raise InputError(f"{folder}: no photos ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {images}")
         pool += [p for p in found if p.name not in exclude_ids]
     if not pool:
         raise InputError("no calibration photos left once the validation ids are left out")

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cassava_edge.contract import DEFAULT_SCAN, DEFAULT_TTA, INPUT_NAME, OUTPUT_NAME
 from cassava_edge.metadata import CASSAVA_LABELS, ModelMetadata
 
 pytest.importorskip("onnx", reason="export writes ONNX files with onnx (pip install \"cassava-edge[export]\")")
 from cassava_edge_export.measure import Figures  # noqa: E402
-from cassava_edge_export.pipeline import choose_int8
+from cassava_edge_export.selection import choose_int8  # noqa: E402
 from tests.datapaths import DATA_DIR, needs_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -170,8 +171,9 @@ def test_metadata_round_trips_through_the_runtime_schema(exported: tuple[Path, s
         assert meta.precision == precision
         assert meta.labels == CASSAVA_LABELS and len(meta.label_names) == 5
         assert meta.crop_size == (CROP, CROP) and meta.photo.short_side == SHORT_SIDE
-        assert (meta.input.name, meta.output_name) == ("image", "probabilities")
-        assert (meta.input.value_range, meta.default_scan, meta.default_tta) == ((0.0, 255.0), "grid", "flip")
+        assert (meta.input.name, meta.output_name) == (INPUT_NAME, OUTPUT_NAME)
+        assert meta.input.value_range == (0.0, 255.0)
+        assert (meta.default_scan, meta.default_tta) == (DEFAULT_SCAN, DEFAULT_TTA)
         prov = meta.provenance
         assert prov["checkpoint"]["sha256"] == sha
         assert prov["training_config"]["crop_size"] == CROP

@@ -1,0 +1,155 @@
+"""The export request (the command line as data) and its plan: every argument checked and every input found
+before TensorFlow is loaded, so that a mistake costs a second, not a model load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from cassava_edge.contract import DEFAULT_SCAN, DEFAULT_TTA
+from cassava_edge.scan import SCAN_PLANS
+from cassava_edge.tta import TTA_PRESETS
+from .errors import InputError
+from .photos import LabelledPhoto, pick_calibration_photos, read_validation_photos
+from .source import ExportSource, find_source
+from .variants import INT8_CONFIGS, Int8Config, int8_config
+
+VARIANTS = ("fp16", "int8")
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class ExportRequest:
+    """The command line, as data. See export/cli.py for what each option means."""
+
+    source: Path
+    output: Path
+    name: str | None = None
+    variants: tuple[str, ...] = ()
+    calibration: tuple[Path, ...] = ()
+    calibration_count: int = 64
+    validation: Path | None = None
+    validation_list: Path | None = None
+    default_tta: str = DEFAULT_TTA
+    default_scan: str = DEFAULT_SCAN
+    photo_short_side: int | None = None
+    int8_configs: tuple[str, ...] = ()  # empty: try all of INT8_CONFIGS
+    force: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """The request checked and resolved before TensorFlow is loaded."""
+
+    source: ExportSource
+    out_dir: Path
+    name: str
+    short_side: int
+    variants: tuple[str, ...]
+    int8_configs: tuple[Int8Config, ...]
+    validation: list[LabelledPhoto]
+    validation_desc: dict[str, Any]
+    calibration: list[Path]
+    calibration_desc: dict[str, Any]
+
+
+def default_name(source: ExportSource) -> str:
+    """cassava-lite0 for efficientnet-lite0, cassava-b3 for efficientnetb3."""
+    backbone = source.backbone or source.checkpoint.stem
+    return "cassava-" + backbone.replace("efficientnet-", "").replace("efficientnet", "")
+
+
+def file_name(name: str, precision: str) -> str:
+    return f"{name}.onnx" if precision == "fp32" else f"{name}.{precision}.onnx"
+
+
+def plan_export(request: ExportRequest, echo: Echo) -> ExportPlan:
+    """Check the request and find its inputs; raises InputError naming the first problem."""
+    unknown = [v for v in request.variants if v not in VARIANTS]
+    if unknown:
+        raise InputError(f"unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)} "
+                         "(fp32 is always written)")
+    if request.default_tta not in TTA_PRESETS:
+        raise InputError(f"unknown TTA preset {request.default_tta!r}; choose from {', '.join(TTA_PRESETS)}")
+    if request.default_scan not in SCAN_PLANS:
+        raise InputError(f"unknown scan plan {request.default_scan!r}; choose from {', '.join(SCAN_PLANS)}")
+    if request.calibration_count < 1:
+        raise InputError(f"--calibration-count must be at least 1, got {request.calibration_count}")
+    try:
+        configs = tuple(int8_config(n) for n in request.int8_configs) or INT8_CONFIGS
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    for folder in request.calibration:  # reported even when int8 is not requested: still a mistake
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such calibration folder")
+    source = find_source(request.source)
+    short_side = request.photo_short_side or source.training_config.get("photo_short_side")
+    if not short_side:
+        raise InputError(f"{source.checkpoint}: no config.json beside it to give the photo scale; "
+                         "pass --photo-short-side")
+    out_dir, name = _output(request, source)
+
+    validation_dir, ids_file = _validation_source(request, source)
+    validation: list[LabelledPhoto] = []
+    validation_desc: dict[str, Any] = {}
+    if validation_dir is not None:
+        validation = read_validation_photos(validation_dir, ids_file)
+        if not validation:
+            raise InputError(f"{validation_dir}: no validation photos")
+        validation_desc = {"folder": str(validation_dir.resolve()),
+                           "list": str(ids_file.resolve()) if ids_file else None,
+                           "photos": len(validation), "scan": request.default_scan, "tta": "none"}
+        if ids_file is None:
+            echo(f"note: validating on every photo of {validation_dir} (no validation list given)")
+    elif request.variants:
+        raise InputError("variants are measured against a labelled validation set: pass --validation DIR "
+                         "(Kaggle layout) and --validation-list FILE")
+
+    calibration: list[Path] = []
+    calibration_desc: dict[str, Any] = {}
+    if "int8" in request.variants:
+        folders = list(request.calibration) or source.data_folders()
+        if not folders:
+            raise InputError("int8 needs calibration photos: pass --calibration DIR (e.g. a train_images folder)")
+        exclude = {p.path.name for p in validation}
+        calibration = pick_calibration_photos(folders, exclude, request.calibration_count, request.seed)
+        calibration_desc = {"folders": [str(f.resolve()) for f in folders], "photos": len(calibration),
+                            "excluded_validation_ids": len(exclude), "seed": request.seed}
+    return ExportPlan(source, out_dir, name, int(short_side), tuple(dict.fromkeys(request.variants)), configs,
+                      validation, validation_desc, calibration, calibration_desc)
+
+
+def _output(request: ExportRequest, source: ExportSource) -> tuple[Path, str]:
+    if request.output.suffix.lower() == ".onnx":
+        name = request.output.name[: -len(".onnx")]
+        if request.name and request.name != name:
+            raise InputError(f"--name {request.name} disagrees with the output file {request.output.name}")
+        out_dir = request.output.parent
+    else:
+        name, out_dir = request.name or default_name(source), request.output
+    if not name or "/" in name or name.endswith((".fp16", ".int8")):
+        raise InputError(f"bad model name {name!r} (the variants add .fp16/.int8 themselves)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder")
+    return out_dir, name
+
+
+def _validation_source(request: ExportRequest, source: ExportSource) -> tuple[Path | None, Path | None]:
+    """The validation folder and id list: as given, else the run's own validation split."""
+    if request.validation_list is not None and not request.validation_list.is_file():
+        raise InputError(f"{request.validation_list}: no such validation list")
+    run_folder = source.validation_folder()
+    folder = request.validation or run_folder
+    if folder is None:
+        if request.validation_list is not None:
+            raise InputError("--validation-list needs --validation DIR (the folder the ids are in)")
+        return None, None
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such validation folder")
+    ids = request.validation_list
+    if ids is None and run_folder is not None and folder.resolve() == run_folder.resolve():
+        ids = source.validation_ids_file  # the run's own split: its validation_ids.txt
+    return folder, ids
