@@ -11,7 +11,7 @@ calibration error and the risk-coverage curve with them. `probs` is always an (n
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -166,12 +166,14 @@ def risk_coverage(probs: np.ndarray, labels: np.ndarray) -> RiskCoverage:
 @dataclass(frozen=True)
 class CoveragePoint:
     """The photos answered at one minimum confidence: their share of all photos and their accuracy (None when no
-    photo is answered)."""
+    photo is answered); `target_coverage` is the coverage asked for, when the point was found by coverage (ties of
+    confidence can make `coverage` larger)."""
 
     min_confidence: float
     coverage: float
     accuracy: Optional[float]
     answered: int
+    target_coverage: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,7 +200,7 @@ def at_coverage(probs: np.ndarray, labels: np.ndarray, coverage: float) -> Cover
     curve = risk_coverage(probs, labels)
     # The first curve point reaching the coverage; the tolerance keeps 0.8 * 10 photos = 8, not 9.
     index = int(np.argmax(curve.coverage >= coverage - 1e-9))
-    return at_threshold(probs, labels, float(curve.thresholds[index]))
+    return replace(at_threshold(probs, labels, float(curve.thresholds[index])), target_coverage=coverage)
 
 
 def coverage_table(probs: np.ndarray, labels: np.ndarray,

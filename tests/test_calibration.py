@@ -88,10 +88,10 @@ def test_risk_coverage_by_hand() -> None:
     np.testing.assert_allclose(curve.accuracy, [1.0, 2 / 3, 0.6])
     np.testing.assert_allclose(curve.risk, [0.0, 1 / 3, 0.4])
     assert at_threshold(probs, labels, 0.85).to_dict() == {
-        "min_confidence": 0.85, "coverage": 0.2, "accuracy": 1.0, "answered": 1}
+        "min_confidence": 0.85, "coverage": 0.2, "accuracy": 1.0, "answered": 1, "target_coverage": None}
     assert at_threshold(probs, labels, 0.95).accuracy is None
     point = at_coverage(probs, labels, 0.4)  # the tie takes it to 60%
-    assert (point.min_confidence, point.coverage, point.answered) == (0.8, 0.6, 3)
+    assert (point.min_confidence, point.coverage, point.answered, point.target_coverage) == (0.8, 0.6, 3, 0.4)
     assert [p.coverage for p in coverage_table(probs, labels)] == [0.6, 1.0, 1.0, 1.0]
 
 

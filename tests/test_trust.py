@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from click.testing import CliRunner
+
 from cassava_edge import Classifier
 from cassava_edge.calibration import apply_temperature, sigmoid
+from cassava_edge.cli import cli
 from cassava_edge.errors import ImageError, ModelError, OptionError
 from cassava_edge.metadata import Calibration, ModelMetadata, Trust
 from cassava_edge.results import Classification
@@ -215,3 +219,15 @@ def test_status_is_in_to_dict_and_checked() -> None:
     assert failed.to_dict()["not_cassava_score"] is None
     with pytest.raises(ValueError, match="status must be one of"):
         Classification("x", None, None, None, {}, [], status="maybe")
+
+
+def test_classify_command_takes_min_confidence(trust_model: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "grey.png"
+    cv2.imwrite(str(photo), CONFIDENT)
+    statuses = []
+    for minimum in ("0.5", "0.95"):
+        run = CliRunner().invoke(cli, ["classify", str(photo), "--model", str(trust_model), "--format", "jsonl",
+                                       "--min-confidence", minimum])
+        assert run.exit_code == 0, run.output
+        statuses.append(json.loads(run.stdout.splitlines()[0])["status"])
+    assert statuses == ["ok", "uncertain"]

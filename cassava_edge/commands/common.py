@@ -36,6 +36,7 @@ class ClassifierOptions:
     tta: str | None
     scan: str | None
     seed: int
+    min_confidence: float | None
 
 
 def classifier_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,6 +60,8 @@ def classifier_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tta", type=click.Choice(TTA_PRESETS), help="Test-time augmentation [default: the model's]."),
         click.option("--scan", type=click.Choice(SCAN_PLANS), help="Crop plan [default: the model's]."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the 'seed' TTA preset."),
+        click.option("--min-confidence", type=click.FloatRange(0, 1),
+                     help="Calibrated confidence under which a photo is 'uncertain' [default: the model's]."),
     ]
     for decorate in reversed(decorators):
         wrapper = decorate(wrapper)
@@ -77,6 +80,7 @@ def build_classifier(options: ClassifierOptions) -> Classifier:
             tta=options.tta,
             scan=options.scan,
             seed=options.seed,
+            min_confidence=options.min_confidence,
         )
     except CassavaEdgeError as exc:
         raise UsageFailure(str(exc)) from None

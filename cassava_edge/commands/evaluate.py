@@ -20,25 +20,39 @@ from cassava_edge.commands.common import ClassifierOptions, build_classifier, cl
 @click.option("--ids", type=click.Path(exists=True, dir_okay=False), help="Evaluate only the image ids listed.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write the report as JSON.")
 @click.option("--heatmap", type=click.Path(dir_okay=False, writable=True), help="Write the confusion heatmap (PNG).")
+@click.option("--calibration-plot", type=click.Path(dir_okay=False, writable=True),
+              help="Write the reliability diagram (PNG; needs matplotlib).")
+@click.option("--risk-coverage-plot", type=click.Path(dir_okay=False, writable=True),
+              help="Write the risk-coverage curve (PNG; needs matplotlib).")
 def evaluate(data: str, options: ClassifierOptions, labels_csv: str | None, ids: str | None,
-             json_path: str | None, heatmap: str | None) -> None:
+             json_path: str | None, heatmap: str | None, calibration_plot: str | None,
+             risk_coverage_plot: str | None) -> None:
     """Accuracy, macro-F1, per-class precision/recall and confusion matrix on labelled photos.
 
     DATA is a Kaggle-layout folder (train.csv + train_images/), a folder with labels.csv + images/, or any folder
     with --labels. Photos that fail to decode are counted and named (exit 1), the rest still evaluated."""
-    from cassava_edge.evaluate import draw_confusion_heatmap, evaluate as run_evaluation
+    from cassava_edge.evaluate import draw_confusion_heatmap, draw_reliability_diagram, draw_risk_coverage
+    from cassava_edge.evaluate import evaluate as run_evaluation, require_matplotlib
     from cassava_edge.labelled import read_ids, read_labelled
 
+    for option, value in (("--calibration-plot", calibration_plot), ("--risk-coverage-plot", risk_coverage_plot)):
+        if value:
+            require_matplotlib(option)  # before the run, not after it
     classifier = build_classifier(options)
     photos = read_labelled(data, labels_csv, read_ids(ids) if ids else None, num_classes=len(classifier.labels))
     with progress(len(photos)) as bar:
-        report = run_evaluation(classifier, photos, progress=bar.update)
+        evaluation = run_evaluation(classifier, photos, progress=bar.update)
+    report = evaluation.to_dict()
     for line in format_report(report):
         click.echo(line)
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2), encoding="utf-8")
     if heatmap:
         draw_confusion_heatmap(report, heatmap)
+    if calibration_plot:
+        draw_reliability_diagram(evaluation, calibration_plot)
+    if risk_coverage_plot:
+        draw_risk_coverage(evaluation, risk_coverage_plot)
     for failure in report["failed"]:
         click.echo(f"failed: {failure['source']}: {failure['error']}", err=True)
     if report["failed"]:
@@ -47,7 +61,8 @@ def evaluate(data: str, options: ClassifierOptions, labels_csv: str | None, ids:
 
 
 def format_report(report: dict[str, Any]) -> list[str]:
-    """The evaluation report as text: headline figures, per-class table, confusion counts and row shares."""
+    """The evaluation report as text: headline figures, per-class table, confusion counts and row shares, then
+    statuses, calibration and accuracy at each coverage."""
     labels = report["labels"]
     width = max(len("truth/pred"), *(len(label) for label in labels)) + 2
     lines = [
@@ -69,4 +84,6 @@ def format_report(report: dict[str, Any]) -> list[str]:
     lines += ["", f"{corner:<{width}}{header}   (row shares)"]
     lines += [f"{label:<{width}}" + "".join(f"{v:>{width}.2f}" for v in row)
               for label, row in zip(labels, report["confusion_normalised"])]
-    return lines
+    from cassava_edge.evaluate import trust_lines  # imported late: the module loads onnxruntime
+
+    return [*lines, "", *trust_lines(report)]
