@@ -25,6 +25,10 @@ RENAMED = {
 PACKAGES = find_packages(include=["cassava_edge", "cassava_edge.*"])
 for name, folder in RENAMED.items():
     PACKAGES += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
+# The default model travels in the wheel as cassava_edge.bundled (cassava_edge/models.py finds it there): the
+# ONNX files, their variants report, the validation ids and the model card, not the figures.
+BUNDLED_MODELS = {"cassava_edge.bundled": "models"}
+PACKAGES += list(BUNDLED_MODELS)
 
 setup(
     name="cassava-edge",
@@ -32,10 +36,17 @@ setup(
     description="Cassava leaf disease classification on CPU, edge boxes and GPUs, without TensorFlow at run time",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Operating System :: OS Independent",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
     python_requires=">=3.10",
     packages=PACKAGES,
-    package_dir=RENAMED,
-    package_data={"cassava_edge": ["py.typed"]},
+    package_dir={**RENAMED, **BUNDLED_MODELS},
+    package_data={"cassava_edge": ["py.typed"], "cassava_edge.bundled": ["*.onnx", "*.json", "*.txt", "*.md"]},
     install_requires=[NUMPY, "opencv-python-headless>=4.8", "click>=8.1,<9"],
     extras_require={
         # Pick exactly one onnxruntime flavour: the two packages overwrite each other.
@@ -53,6 +64,7 @@ setup(
         "bench": ["matplotlib>=3.7", "psutil>=5.9", ONNX],
         "dev": [
             "pytest>=7,<10",
+            "setuptools>=70.1",  # tests/test_packaging.py builds the wheel with it, without network access
             "psutil>=5.9",
             "matplotlib>=3.7",
             ONNX,
@@ -61,6 +73,9 @@ setup(
         ],
     },
     entry_points={
+        # cassava-edge's own commands that live outside the runtime: `cassava-edge benchmark` loads it from here,
+        # so the runtime never imports the benchmarks package.
+        "cassava_edge.commands": ["benchmark=cassava_edge_benchmarks.cli:benchmark_command"],
         "console_scripts": [
             "cassava-edge=cassava_edge.cli:main",
             "cassava-edge-train=cassava_edge_training.cli:main",

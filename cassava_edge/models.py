@@ -7,6 +7,7 @@ not its name, and the variant is picked for the provider: int8 runs fastest on C
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from cassava_edge.metadata import ModelMetadata
 from cassava_edge.modelfile import read_metadata_props
 
 MODELS_ENV = "CASSAVA_EDGE_MODELS"
+BUNDLED_PACKAGE = "cassava_edge.bundled"  # the repository's models/ folder, as installed (setup.py)
 PRECISIONS = ("fp32", "fp16", "int8")
 # Best first. fp32 is last everywhere: it runs on every provider, only slower.
 PREFERRED_PRECISIONS = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
@@ -32,11 +34,21 @@ class ModelFile:
 
 
 def bundled_models_dir() -> Path:
-    """`$CASSAVA_EDGE_MODELS`, or the repository's top-level ``models/`` folder."""
+    """`$CASSAVA_EDGE_MODELS`, else the installed `cassava_edge.bundled` folder, else the repository's ``models/``.
+
+    setup.py installs the repository's top-level ``models/`` folder as `cassava_edge.bundled` (the default model's
+    files only), so a wheel carries the model; an editable install maps that name back to ``models/``.
+    """
     override = os.environ.get(MODELS_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1] / "models"  # this file is cassava_edge/models.py
+    try:
+        spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    except ImportError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[1] / "models"  # running from a checkout that is not installed
 
 
 def read_model_metadata(path: Path) -> ModelMetadata:

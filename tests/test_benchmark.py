@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cassava_edge_benchmarks.latency import benchmark_command
+from cassava_edge_benchmarks.cli import benchmark_command
 from tests.datapaths import DATA_DIR, needs_data
 
 onnx = pytest.importorskip("onnx")

@@ -1,15 +1,47 @@
-"""`cassava-edge benchmark`: the command itself lives in benchmarks/ (its module imports only numpy, click and
-cassava_edge; the Keras comparison imports TensorFlow only when asked for). Absent from a wheel built without it."""
+"""`cassava-edge benchmark`: the latency benchmark, registered here without the runtime importing it.
+
+The benchmark lives in benchmarks/ (installed as `cassava_edge_benchmarks`) and imports the runtime, never the
+other way round: it announces its command in the `cassava_edge.commands` entry-point group (setup.py), and this
+command loads it when it runs. So `cassava-edge --help` always lists `benchmark`, and when the benchmark or one
+of its dependencies is missing, running it says what to install instead of the command vanishing.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import click
 
+from cassava_edge.commands.common import UsageFailure
 
-def benchmark_command() -> click.Command | None:
-    """The benchmark command, or None when benchmarks/ is not installed."""
+ENTRY_POINTS = "cassava_edge.commands"
+INSTALL_HINT = 'pip install "cassava-edge[bench]"'
+
+
+def load_command(name: str) -> click.Command:
+    """The command an installed package registers as `name` in the cassava_edge.commands entry points."""
+    found = importlib.metadata.entry_points(group=ENTRY_POINTS, name=name)
+    if not found:
+        raise UsageFailure(f"the {name} command is not installed: {INSTALL_HINT}")
     try:
-        from benchmarks.latency import benchmark_command as command
-    except ImportError:
-        return None
-    return command
+        return next(iter(found)).load()
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or str(exc)
+        raise UsageFailure(f"the {name} command needs {missing}, which is not installed: {INSTALL_HINT}") from None
+
+
+@click.command(
+    "benchmark",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    add_help_option=False,  # --help goes to the benchmark itself, which knows its options
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def benchmark(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Time the runtime per photo, optionally against the Keras pipeline (--help for the options)."""
+    load_command("benchmark").main(list(args), prog_name=ctx.command_path)
+
+
+def benchmark_command() -> click.Command:
+    """The `benchmark` command, for cassava_edge.cli to register."""
+    return benchmark
