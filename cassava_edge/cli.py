@@ -7,6 +7,9 @@ Exit codes: 0 all files classified, 1 some files failed, 2 usage errors (bad pat
 
 from __future__ import annotations
 
+import io
+import os
+import sys
 from typing import Any
 
 import click
@@ -21,14 +24,35 @@ from cassava_edge.errors import CassavaEdgeError
 from cassava_edge.sources import find_images  # noqa: F401  (benchmarks.latency imports it from here)
 
 
+# Set to see the traceback of an unexpected error instead of its one-line summary.
+DEBUG_VARIABLE = "CASSAVA_EDGE_DEBUG"
+
+
 class CliGroup(click.Group):
-    """Turns any CassavaEdgeError escaping a command into a one-line error instead of a traceback."""
+    """Every error escaping a command becomes one line, never a traceback: a CassavaEdgeError is the user's (exit
+    2), an OSError the system's (exit 1, e.g. a full disk while writing), anything else a bug (exit 1)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except CassavaEdgeError as exc:
             raise UsageFailure(str(exc)) from None
+        except BrokenPipeError:
+            # The reader of the results went away (`| head`): stop quietly, as other command-line tools do.
+            _silence_stdout()
+            ctx.exit(1)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+        except Exception as exc:
+            if os.environ.get(DEBUG_VARIABLE):
+                raise
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {exc} (a bug; please report it with the output of "
+                f"{DEBUG_VARIABLE}=1 cassava-edge ...)"
+            ) from None
 
 
 @click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,6 +66,14 @@ for _command in (classify, info, evaluate):
 _benchmark = benchmark_command()
 if _benchmark is not None:
     cli.add_command(_benchmark, "benchmark")
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull, so that Python's final flush does not fail a second time on the closed pipe."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ ImageSource = Union[str, Path, bytes, bytearray, memoryview, BinaryIO, np.ndarra
 
 DEFAULT_MAX_MEGAPIXELS = 89.0  # Pillow's decompression-bomb limit, so the two libraries refuse the same files
 COLOR_ORDERS = ("RGB", "BGR")
+URL_SCHEMES = ("http://", "https://", "ftp://")
 
 _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
@@ -38,8 +39,10 @@ def source_name(source: object) -> str:
         return "<array>"
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<bytes>"
-    name = getattr(source, "name", None)
-    return str(name) if isinstance(name, (str, Path)) else "<file>"
+    if callable(getattr(source, "read", None)):
+        name = getattr(source, "name", None)
+        return str(name) if isinstance(name, (str, Path)) else "<file>"
+    return f"<{type(source).__name__}>"
 
 
 def load_image(
@@ -48,17 +51,24 @@ def load_image(
     """Decode `source` into an HxWx3 uint8 RGB array, upright as the camera meant it.
 
     `source` is a path (str or Path), encoded bytes, a binary file object or a numpy array. `color` gives the
-    channel order of an array (``"RGB"`` or ``"BGR"``); encoded images know their own order. Arrays may be HxW
-    gray, HxWx3 or HxWx4, uint8, uint16 or float in 0..1. Raises ImageError for anything that is not a usable
-    image, including files whose header announces more than `max_megapixels`.
+    channel order of an array (``"RGB"`` or ``"BGR"``, any case); pass ``color="BGR"`` for arrays from
+    ``cv2.imread``. Encoded images know their own order. Arrays may be HxW gray, HxWx3 or HxWx4, uint8, uint16 or
+    float in 0..1. Raises ImageError for anything that is not a usable image, including files whose header
+    announces more than `max_megapixels`, and for URLs (nothing is downloaded).
     """
-    if color not in COLOR_ORDERS:
-        raise OptionError(f"color must be one of {', '.join(COLOR_ORDERS)}, got {color!r}")
+    color = check_color(color)
     name = source_name(source)
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, name, bgr=(color == "BGR"))
     data = _read_bytes(source, name)
     return decode_image(data, name=name, max_megapixels=max_megapixels)
+
+
+def check_color(color: str) -> str:
+    """The channel order in upper case ("RGB" or "BGR"); OptionError for anything else."""
+    if not isinstance(color, str) or color.upper() not in COLOR_ORDERS:
+        raise OptionError(f"color must be one of {', '.join(COLOR_ORDERS)} (any case), got {color!r}")
+    return color.upper()
 
 
 def decode_image(data: bytes, *, name: str = "<bytes>", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
@@ -73,6 +83,10 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_megapixels: float = 
     except cv2.error as exc:
         raise ImageError(name, f"OpenCV cannot decode it ({_first_line(str(exc))})") from None
     if decoded is None or decoded.size == 0:
+        kind = container_format(data)
+        if kind is not None:
+            raise ImageError(name, f"{kind} cannot be decoded by this OpenCV build ({cv2.__version__}); "
+                                   "convert it to JPEG or PNG")
         raise ImageError(name, "not an image or an unsupported format")
     if header.size is None:  # formats without a parser here: OpenCV bounds them itself (OPENCV_IO_MAX_IMAGE_PIXELS)
         _check_megapixels(name, (decoded.shape[1], decoded.shape[0]), max_megapixels)
@@ -108,6 +122,19 @@ def read_header(data: bytes, name: str = "<bytes>") -> ImageHeader:
     return ImageHeader(None)
 
 
+def container_format(data: bytes) -> str | None:
+    """The name of a format recognised by its signature, for formats OpenCV may lack (HEIC, AVIF, GIF)."""
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[4:8] == b"ftyp":  # ISO base media file: the brand says which image format
+        brand = data[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"):
+            return "HEIC/HEIF"
+    return None
+
+
 def apply_orientation(rgb: np.ndarray, orientation: int) -> np.ndarray:
     """Turn a decoded image upright according to its EXIF orientation (1 = as stored)."""
     if orientation == 2:
@@ -130,6 +157,9 @@ def apply_orientation(rgb: np.ndarray, orientation: int) -> np.ndarray:
 def _read_bytes(source: ImageSource, name: str) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
+    if isinstance(source, str) and source.lower().startswith(URL_SCHEMES):
+        raise ImageError(name, "URLs are not fetched (cassava-edge never uses the network); "
+                               "download the photo and pass its path or bytes")
     if isinstance(source, (str, Path)):
         # open() + imdecode instead of cv2.imread: imread cannot open non-ASCII paths on Windows.
         try:
@@ -142,8 +172,9 @@ def _read_bytes(source: ImageSource, name: str) -> bytes:
         except OSError as exc:
             raise ImageError(name, f"cannot read it ({exc.strerror or exc})") from None
     read = getattr(source, "read", None)
-    if read is None:
-        raise ImageError(name, f"unsupported image source type {type(source).__name__}")
+    if not callable(read):
+        raise ImageError(name, f"cannot read an image from {_a(type(source).__name__)}; pass a path, bytes, "
+                               "a binary file object or an HxWx3 uint8 array")
     try:
         data = read()
     except OSError as exc:
@@ -299,6 +330,10 @@ def _exif_orientation(tiff: bytes) -> int:
             (value,) = struct.unpack_from(endian + "H", tiff, entry + 8)
             return value if 1 <= value <= 8 else 1
     return 1
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
 
 
 def _first_line(text: str) -> str:

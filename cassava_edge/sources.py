@@ -1,32 +1,67 @@
-"""Which files a list of paths names: files as given, photos under folders (recursively) and glob matches."""
+"""Which photos a list of paths names: files as given, photos under folders (recursively) and glob matches.
+
+A folder or glob may hold other files: they are not photos to classify, so they are returned as `skipped` for
+the caller to report in one line, never dropped silently. Files with a photo extension that this OpenCV build
+cannot decode (HEIC, for example) are kept: they fail with the reason, by name.
+"""
 
 from __future__ import annotations
 
 import glob
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from cassava_edge.contract import IMAGE_EXTENSIONS
 from cassava_edge.errors import SourceError
+from cassava_edge.imaging import URL_SCHEMES
+
+# The path that stands for standard input, as in most command-line image tools.
+STDIN = "-"
 
 
-def find_images(paths: Iterable[str]) -> list[Path]:
-    """Files named, image files under folders (recursive), and glob matches (expanded here for shells that don't)."""
+@dataclass(frozen=True)
+class Sources:
+    """The photos found, in order and without duplicates (the standard input as Path("-")), and the files
+    under folders or glob matches that are not photos."""
+
+    photos: list[Path]
+    skipped: list[Path] = field(default_factory=list)
+
+
+def find_sources(paths: Iterable[str]) -> Sources:
+    """Files named (used whatever their extension), photo files under folders (recursively), glob matches
+    (expanded here for shells that don't) and "-" for the standard input. Raises SourceError for a missing path,
+    a URL, a pattern that matches nothing, or when no photo is found at all."""
     paths = list(paths)
     found: dict[Path, Path] = {}  # resolved -> as given, to drop duplicates but keep the user's spelling
+    skipped: dict[Path, Path] = {}
 
     def add(path: Path) -> None:
         found.setdefault(path.resolve(), path)
 
+    def add_if_photo(path: Path) -> None:
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            add(path)
+        else:
+            skipped.setdefault(path.resolve(), path)
+
     def add_folder(folder: Path) -> None:
         for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-                add(path)
+            if path.is_file():
+                add_if_photo(path)
 
     for raw in paths:
         path = Path(raw)
-        if path.is_file():
-            add(path)  # named explicitly: used whatever its extension
+        if raw == STDIN:
+            if Path(STDIN) in found.values():
+                raise SourceError("the standard input (-) can be read only once")
+            found[Path(STDIN)] = Path(STDIN)
+        elif raw.lower().startswith(URL_SCHEMES):
+            raise SourceError(f"cannot read {raw}: URLs are not fetched (cassava-edge never uses the network); "
+                              "download the photo and pass its path")
+        elif path.is_file():
+            add(path)
         elif path.is_dir():
             add_folder(path)
         elif any(char in raw for char in "*?["):
@@ -36,10 +71,29 @@ def find_images(paths: Iterable[str]) -> list[Path]:
             for match in map(Path, matches):
                 if match.is_dir():
                     add_folder(match)
-                elif match.suffix.lower() in IMAGE_EXTENSIONS:
-                    add(match)
+                else:
+                    add_if_photo(match)
         else:
             raise SourceError(f"no such file or directory: {raw}")
     if not found:
-        raise SourceError(f"no images found in {', '.join(paths)} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return list(found.values())
+        others = f" ({_count(len(skipped), 'other file')} skipped)" if skipped else ""
+        raise SourceError(
+            f"no photos found in {', '.join(paths)}{others}; photo extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}"
+        )
+    return Sources(list(found.values()), [p for key, p in skipped.items() if key not in found])
+
+
+def find_images(paths: Iterable[str]) -> list[Path]:
+    """The photos `find_sources` finds, for callers that do not report skipped files."""
+    return find_sources(paths).photos
+
+
+def describe_skipped(skipped: list[Path], shown: int = 5) -> str:
+    """One line naming the files that are not photos: the first few by name, then how many more."""
+    names = ", ".join(str(path) for path in skipped[:shown])
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"skipped {_count(len(skipped), 'file')} without a photo extension: {names}{more}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -1,16 +1,19 @@
-"""Result writers: table, json, jsonl and csv, each writing one Classification at a time.
+"""Result writers: table, json, jsonl and csv, each writing one Classification at a time, and the closing
+summary of a run.
 
 They live in the runtime (not the CLI) so that apps and other tools can write the same formats as the
-`cassava-edge classify` command.
+`cassava-edge classify` command. Every writer has a row for every photo, failed ones included.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from typing import TextIO
+import time
+from collections import Counter
+from typing import Iterable, TextIO
 
-from cassava_edge.results import Classification
+from cassava_edge.results import FAILED, OK, STATUSES, Classification
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -37,20 +40,29 @@ class ResultWriter:
 
 
 class TableWriter(ResultWriter):
-    """Aligned columns for people; failed files appear only on stderr."""
+    """Aligned columns for people: status, label (only when ok), confidence, top-k, source. A failed photo's
+    row gives the reason where the top-k would be."""
+
+    status_width = max(len(status) for status in STATUSES)
 
     def start(self) -> None:
         self.width = max(len("label"), *(len(label) for label in self.labels))
         # Each top-k entry is "<label> 0.123", joined by ", ".
         self.top_width = self.top_k * (self.width + 6) + 2 * (self.top_k - 1)
-        self.stream.write(f"{'label':<{self.width}}  confidence  {'top-k':<{self.top_width}}  source\n")
+        self.stream.write(
+            f"{'status':<{self.status_width}}  {'label':<{self.width}}  confidence  {'top-k':<{self.top_width}}  "
+            "source\n"
+        )
 
     def _write(self, result: Classification) -> None:
-        if not result.ok:
-            return
-        top = ", ".join(f"{label} {p:.3f}" for label, p in result.top_k)
+        if result.ok:
+            top = ", ".join(f"{label} {p:.3f}" for label, p in result.top_k)
+            confidence = f"{result.confidence:>10.3f}"
+        else:
+            top, confidence = f"error: {result.error}", f"{'-':>10}"
         self.stream.write(
-            f"{result.label:<{self.width}}  {result.confidence:>10.3f}  {top:<{self.top_width}}  {result.source}\n"
+            f"{result.status:<{self.status_width}}  {result.label or '-':<{self.width}}  {confidence}  "
+            f"{top:<{self.top_width}}  {result.source}\n"
         )
 
 
@@ -78,16 +90,25 @@ class JsonWriter(ResultWriter):
 
 
 class CsvWriter(ResultWriter):
-    """source, ok, label, confidence, one probability column per label, error."""
+    """source, ok (true/false), status, label, confidence, not_cassava_score, one probability column per label,
+    error. Empty cells where a value does not apply."""
 
     def start(self) -> None:
         self.writer = csv.writer(self.stream, lineterminator="\n")
-        self.writer.writerow(["source", "ok", "label", "confidence", *self.labels, "error"])
+        self.writer.writerow(
+            ["source", "ok", "status", "label", "confidence", "not_cassava_score", *self.labels, "error"]
+        )
 
     def _write(self, result: Classification) -> None:
-        probs = [f"{result.probabilities[label]:.6f}" if result.ok else "" for label in self.labels]
-        confidence = f"{result.confidence:.6f}" if result.confidence is not None else ""
-        self.writer.writerow([result.source, result.ok, result.label or "", confidence, *probs, result.error or ""])
+        probs = [_decimal(result.probabilities.get(label)) for label in self.labels]
+        self.writer.writerow([
+            result.source, "true" if result.ok else "false", result.status, result.label or "",
+            _decimal(result.confidence), _decimal(result.not_cassava_score), *probs, result.error or "",
+        ])
+
+
+def _decimal(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
 
 
 WRITERS: dict[str, type[ResultWriter]] = {
@@ -96,3 +117,35 @@ WRITERS: dict[str, type[ResultWriter]] = {
     "jsonl": JsonlWriter,
     "csv": CsvWriter,
 }
+
+
+class RunSummary:
+    """Counts results by status while a run goes, and says at the end how many, how fast."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.started = time.perf_counter()
+        self.seconds: float | None = None  # wall time, set by finish()
+
+    def add(self, result: Classification) -> None:
+        self.counts[result.status] += 1
+
+    def add_counts(self, counts: Iterable[tuple[str, int]]) -> None:
+        for status, count in counts:
+            self.counts[status] += count
+
+    def finish(self) -> None:
+        """Stop the clock: what runs after (writing reports) is not the run's time."""
+        self.seconds = time.perf_counter() - self.started
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def line(self) -> str:
+        """E.g. "12 photos: 9 ok, 1 uncertain, 2 failed in 3.4 s (3.53 photos/s)"; ok and failed always shown."""
+        seconds = time.perf_counter() - self.started if self.seconds is None else self.seconds
+        shown = [s for s in STATUSES if self.counts[s] or s in (OK, FAILED)]
+        statuses = ", ".join(f"{self.counts[s]} {s}" for s in shown)
+        rate = f"{self.total / seconds:.2f}" if seconds > 0 else "-"
+        return f"{self.total} photo{'' if self.total == 1 else 's'}: {statuses} in {seconds:.1f} s ({rate} photos/s)"

@@ -96,10 +96,57 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 
 
 def test_unknown_source_type_and_color() -> None:
-    with pytest.raises(ImageError, match="unsupported image source"):
+    with pytest.raises(ImageError) as refused:
         load_image(12345)  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "<int>: cannot read an image from an int; pass a path, bytes, a binary file object or an HxWx3 uint8 array"
+    )
+    with pytest.raises(ImageError, match="cannot read an image from a dict"):
+        load_image({"path": "leaf.jpg"})  # type: ignore[arg-type]
     with pytest.raises(OptionError):
         load_image(np.zeros((4, 4, 3), np.uint8), color="RGBA")
+    with pytest.raises(OptionError):
+        load_image(np.zeros((4, 4, 3), np.uint8), color=None)  # type: ignore[arg-type]
+
+
+def test_color_order_is_case_insensitive() -> None:
+    rgb = _noise(6, 5)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # what cv2.imread gives
+    for spelling in ("BGR", "bgr", "Bgr"):
+        np.testing.assert_array_equal(load_image(bgr, color=spelling), rgb)
+    np.testing.assert_array_equal(load_image(rgb, color="rgb"), rgb)
+
+
+@pytest.mark.parametrize("url", ["https://example.org/leaf.jpg", "HTTP://example.org/leaf.jpg"])
+def test_urls_are_refused_not_fetched(url: str) -> None:
+    with pytest.raises(ImageError, match="URLs are not fetched"):
+        load_image(url)
+
+
+@pytest.mark.parametrize(
+    ("header", "kind"),
+    [(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC/HEIF"),
+     (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic", "HEIC/HEIF")],
+)
+def test_undecodable_containers_are_named(header: bytes, kind: str) -> None:
+    """HEIC is not decodable by OpenCV's imdecode: the reason says which format and what to do."""
+    with pytest.raises(ImageError, match=f"{kind} cannot be decoded by this OpenCV build.*convert it to JPEG"):
+        load_image(header + bytes(64))
+
+
+def test_gif_first_frame_or_a_named_failure() -> None:
+    rgb = _noise(20, 30)
+    try:
+        gif = _encode(".gif", rgb[:, :, ::-1])
+    except cv2.error:
+        pytest.skip("this OpenCV build writes no GIF")
+    try:
+        decoded = load_image(gif)
+    except ImageError as exc:  # OpenCV builds before 4.11 read no GIF: the reason must say so
+        assert "GIF cannot be decoded by this OpenCV build" in str(exc)
+    else:
+        assert decoded.shape == (20, 30, 3) and decoded.dtype == np.uint8
+        assert np.abs(decoded.astype(int) - rgb).mean() < 40  # a palette image: close, not equal
 
 
 # -- formats and normalisation -------------------------------------------------------------------------------------

@@ -1,47 +1,121 @@
-"""`cassava-edge classify`: photos in, one result per photo out (table, json, jsonl or csv)."""
+"""`cassava-edge classify`: photos in, one result per photo out (table, json, jsonl or csv), then a summary.
+
+Everything the user typed is checked before the model loads: paths, the output file, options that do not fit
+the chosen format. Results are written as they come, one row per photo, failed ones included.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
+from pathlib import Path
+from typing import Iterable, Iterator, TextIO
 
 import click
 
-from cassava_edge.commands.common import ClassifierOptions, build_classifier, classifier_options, progress
-from cassava_edge.sources import find_images
-from cassava_edge.writers import FORMATS, WRITERS
+from cassava_edge.commands.common import (
+    ClassifierOptions,
+    UsageFailure,
+    build_classifier,
+    check_output_path,
+    classifier_options,
+    given_on_command_line,
+    note,
+)
+from cassava_edge.commands.progress import Progress
+from cassava_edge.imaging import ImageSource
+from cassava_edge.results import FAILED, Classification
+from cassava_edge.sources import STDIN, describe_skipped, find_sources
+from cassava_edge.writers import FORMATS, WRITERS, ResultWriter, RunSummary
+
+# Formats with room for per-crop, per-view probabilities.
+VIEW_FORMATS = ("json", "jsonl")
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True)
 @classifier_options
-@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Classes listed per photo.")
-@click.option("--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write results to FILE.")
-@click.option("--views", is_flag=True, help="Include per-crop, per-view probabilities (json and jsonl).")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Classes listed per photo (at most the model's classes; csv lists them all).")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="Output format.")
+@click.option("--output", "-o", type=click.Path(), callback=check_output_path,
+              help="Write results to FILE [default: standard output].")
+@click.option("--views", is_flag=True, help="Include per-crop, per-view probabilities (json and jsonl only).")
 def classify(
     paths: tuple[str, ...], options: ClassifierOptions, top_k: int, output_format: str, output: str | None, views: bool
 ) -> None:
-    """Classify photos: files, folders (recursively) and glob patterns."""
-    files = find_images(paths)
+    """Classify photos: files, folders (recursively), glob patterns, or - for one photo on standard input."""
+    check_format_options(output_format, views)
+    sources = find_sources(paths)
+    if sources.skipped:
+        click.echo(describe_skipped(sources.skipped), err=True)
+    inputs: list[ImageSource] = [read_stdin() if path == Path(STDIN) else path for path in sources.photos]
     classifier = build_classifier(options)
-    return_views = views and output_format in ("json", "jsonl")
-    failed = 0
-    stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
-    try:
-        writer = WRITERS[output_format](stream, classifier.labels, min(top_k, len(classifier.labels)))
-        writer.start()
-        results = classifier.classify_many(files, top_k=top_k, return_views=return_views)
-        with progress(len(files)) as bar:
-            for result in results:
-                writer.write(result)
-                if not result.ok:
-                    failed += 1
-                    click.echo(f"failed: {result.source}: {result.error}", err=True)
-                bar.update(1)
-        writer.finish()
-    finally:
-        if output:
-            stream.close()
-    if failed:
-        click.echo(f"{failed} of {len(files)} files failed", err=True)
+    top_k = cap_top_k(top_k, len(classifier.labels))
+    with open_output(output) as stream:
+        writer = WRITERS[output_format](stream, classifier.labels, top_k)
+        results = classifier.classify_many(inputs, top_k=top_k, return_views=views)
+        summary = write_results(results, writer, len(inputs), shares_terminal=output is None)
+    click.echo(summary.line(), err=True)
+    if summary.counts[FAILED]:
         sys.exit(1)
+
+
+def check_format_options(output_format: str, views: bool) -> None:
+    """Refuse options the chosen format cannot show; note those it ignores."""
+    if views and output_format not in VIEW_FORMATS:
+        raise UsageFailure(f"--views needs --format {' or '.join(VIEW_FORMATS)} ({output_format} has no room for "
+                           "per-view probabilities)")
+    if output_format == "csv" and given_on_command_line("top_k"):
+        note("--top-k has no effect with --format csv, which has a column for every class")
+
+
+def cap_top_k(top_k: int, classes: int) -> int:
+    if top_k > classes:
+        if given_on_command_line("top_k"):
+            note(f"--top-k {top_k} is more than the model's {classes} classes; listing {classes}")
+        return classes
+    return top_k
+
+
+def read_stdin() -> io.BytesIO:
+    """The photo piped into standard input, named <stdin> in the results."""
+    stdin = click.get_binary_stream("stdin")
+    if stdin.isatty():
+        raise UsageFailure("- reads a photo from standard input, which is a terminal here; "
+                           "pipe one in: cassava-edge classify - < leaf.jpg")
+    photo = io.BytesIO(stdin.read())
+    photo.name = "<stdin>"
+    return photo
+
+
+@contextlib.contextmanager
+def open_output(output: str | None) -> Iterator[TextIO]:
+    """The output file (created only now, after every check passed), or standard output."""
+    if output is None:
+        yield click.get_text_stream("stdout")
+        return
+    with open(output, "w", encoding="utf-8", newline="") as stream:
+        yield stream
+
+
+def write_results(
+    results: Iterable[Classification], writer: ResultWriter, total: int, *, shares_terminal: bool
+) -> RunSummary:
+    """Write each result as it arrives, with failures also named on stderr and the progress kept off the results'
+    lines; returns the run's counts."""
+    summary = RunSummary()
+    writer.start()
+    with Progress(total, results=writer.stream if shares_terminal else None) as progress:
+        for result in results:
+            progress.before_result()
+            writer.write(result)
+            summary.add(result)
+            if not result.ok:
+                progress.echo(f"failed: {result.source}: {result.error}")
+            progress.update(1)
+    writer.finish()
+    summary.finish()
+    return summary

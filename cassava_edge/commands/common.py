@@ -1,16 +1,19 @@
-"""What the commands share: the options that build a Classifier, the usage-error exception and the progress bar.
+"""What the commands share: the options that build a Classifier, the usage-error exception, output-path checks.
 
-A new command gets the same --model/--provider/... flags as the others by adding `@classifier_options`.
+A new command gets the same --model/--provider/... flags as the others by adding `@classifier_options`, and an
+output option is checked before anything runs with `callback=check_output_path`.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import click
+from click.core import ParameterSource
 
 from cassava_edge.classifier import Classifier
 from cassava_edge.errors import CassavaEdgeError
@@ -54,7 +57,7 @@ def classifier_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Execution provider; auto uses CUDA when it loads, else CPU."),
         click.option("--variant", type=click.Choice(PRECISIONS), help="Precision to pick from a model folder."),
         click.option("--threads", type=click.IntRange(min=1),
-                     help="onnxruntime intra-op threads [default: all cores]."),
+                     help="onnxruntime intra-op threads [default: onnxruntime's, one per physical core]."),
         click.option("--chunk-size", type=click.IntRange(min=1),
                      help="Views per onnxruntime call [default: 4 on CPU, 32 on CUDA]."),
         click.option("--tta", type=click.Choice(TTA_PRESETS), help="Test-time augmentation [default: the model's]."),
@@ -71,7 +74,7 @@ def classifier_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def build_classifier(options: ClassifierOptions) -> Classifier:
     """The Classifier the options describe; user errors become a one-line usage failure (exit 2)."""
     try:
-        return Classifier(
+        classifier = Classifier(
             model=options.model,
             provider=options.provider,
             variant=options.variant,
@@ -84,21 +87,37 @@ def build_classifier(options: ClassifierOptions) -> Classifier:
         )
     except CassavaEdgeError as exc:
         raise UsageFailure(str(exc)) from None
+    if given_on_command_line("seed") and classifier.tta.name != "seed":
+        note(f"--seed has no effect with tta {classifier.tta.name} (only the 'seed' preset draws random views)")
+    return classifier
 
 
-class _NoProgress:
-    def __enter__(self) -> "_NoProgress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+def check_output_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """click callback for an output file option: refuse, before any model loads, a path that cannot be written
+    (its folder missing, a folder in its place, no permission), in one line naming the option and the path."""
+    if value is None:
         return None
+    path = Path(value)
+    folder = path.parent
+    problem = None
+    if path.is_dir():
+        problem = "it is a folder"
+    elif not folder.is_dir():
+        problem = f"folder {folder} does not exist" if not folder.exists() else f"{folder} is not a folder"
+    elif not os.access(path if path.exists() else folder, os.W_OK):
+        problem = "permission denied"
+    if problem:
+        name = max(param.opts, key=len) if param.opts else param.name
+        raise UsageFailure(f"{name} {value}: cannot write there: {problem}")
+    return value
 
-    def update(self, steps: int) -> None:
-        return None
+
+def given_on_command_line(name: str) -> bool:
+    """Whether the current command's parameter `name` was typed by the user (not its default)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
 
-def progress(total: int) -> Any:
-    """A progress bar on stderr, only when there is more than one file."""
-    if total <= 1:
-        return _NoProgress()
-    return click.progressbar(length=total, label="classifying", file=sys.stderr)
+def note(message: str) -> None:
+    """A one-line note on stderr about an option that was adjusted or has no effect."""
+    click.echo(f"note: {message}", err=True)

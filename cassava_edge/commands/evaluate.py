@@ -9,7 +9,9 @@ from typing import Any
 
 import click
 
-from cassava_edge.commands.common import ClassifierOptions, build_classifier, classifier_options, progress
+from cassava_edge.commands.common import ClassifierOptions, build_classifier, check_output_path, classifier_options
+from cassava_edge.commands.progress import Progress
+from cassava_edge.writers import RunSummary
 
 
 @click.command()
@@ -18,11 +20,13 @@ from cassava_edge.commands.common import ClassifierOptions, build_classifier, cl
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False),
               help="CSV with image_id,label for the photos in DATA [default: train.csv or labels.csv found in DATA].")
 @click.option("--ids", type=click.Path(exists=True, dir_okay=False), help="Evaluate only the image ids listed.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write the report as JSON.")
-@click.option("--heatmap", type=click.Path(dir_okay=False, writable=True), help="Write the confusion heatmap (PNG).")
-@click.option("--calibration-plot", type=click.Path(dir_okay=False, writable=True),
+@click.option("--json", "json_path", type=click.Path(), callback=check_output_path,
+              help="Write the report as JSON.")
+@click.option("--heatmap", type=click.Path(), callback=check_output_path,
+              help="Write the confusion heatmap (PNG).")
+@click.option("--calibration-plot", type=click.Path(), callback=check_output_path,
               help="Write the reliability diagram (PNG; needs matplotlib).")
-@click.option("--risk-coverage-plot", type=click.Path(dir_okay=False, writable=True),
+@click.option("--risk-coverage-plot", type=click.Path(), callback=check_output_path,
               help="Write the risk-coverage curve (PNG; needs matplotlib).")
 def evaluate(data: str, options: ClassifierOptions, labels_csv: str | None, ids: str | None,
              json_path: str | None, heatmap: str | None, calibration_plot: str | None,
@@ -40,9 +44,12 @@ def evaluate(data: str, options: ClassifierOptions, labels_csv: str | None, ids:
             require_matplotlib(option)  # before the run, not after it
     classifier = build_classifier(options)
     photos = read_labelled(data, labels_csv, read_ids(ids) if ids else None, num_classes=len(classifier.labels))
-    with progress(len(photos)) as bar:
-        evaluation = run_evaluation(classifier, photos, progress=bar.update)
+    summary = RunSummary()
+    with Progress(len(photos), "evaluating") as progress:
+        evaluation = run_evaluation(classifier, photos, progress=progress.update)
+    summary.finish()
     report = evaluation.to_dict()
+    summary.add_counts(report["status_counts"].items())
     for line in format_report(report):
         click.echo(line)
     if json_path:
@@ -55,8 +62,8 @@ def evaluate(data: str, options: ClassifierOptions, labels_csv: str | None, ids:
         draw_risk_coverage(evaluation, risk_coverage_plot)
     for failure in report["failed"]:
         click.echo(f"failed: {failure['source']}: {failure['error']}", err=True)
+    click.echo(summary.line(), err=True)
     if report["failed"]:
-        click.echo(f"{len(report['failed'])} of {len(photos)} photos failed", err=True)
         sys.exit(1)
 
 
