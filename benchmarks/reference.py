@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from cassava_edge.contract import SEED_CONTRAST, SEED_VIEWS_PER_CROP, SEED_ZOOM_RANGE
 from .machine import current_rss, memory_use
 from .worker import time_pipeline
 
@@ -27,18 +28,18 @@ class KerasPipeline:
         import keras
         import tensorflow as tf
 
-        from cassava_edge.tta import SeedPreset, make_tta
+        from cassava_edge.tta import make_tta
 
         self.tf, self.model = tf, model
         self.crop_hw, self.short_side, self.scan = crop_hw, short_side, scan
         self.augment = None
         if tta == "seed":
             # The notebook's TTA: random flips, zoom in and contrast, as Keras layers in training mode.
-            self.copies = SeedPreset.views_per_crop
+            self.copies = SEED_VIEWS_PER_CROP
             self.augment = keras.Sequential([
                 keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-                keras.layers.RandomZoom((-0.2, 0.0), seed=seed),  # = SeedPreset.zoom_range
-                keras.layers.RandomContrast(0.2, seed=seed),  # factor 0.8..1.2 = SeedPreset.contrast_range
+                keras.layers.RandomZoom(SEED_ZOOM_RANGE, seed=seed),
+                keras.layers.RandomContrast(SEED_CONTRAST, seed=seed),
             ])
         else:
             self.geometric = make_tta(tta, crop_hw=crop_hw)  # the same exact flips/turns as the runtime

@@ -32,3 +32,10 @@ DEFAULT_CHUNK_SIZE_CUDA = 32
 
 # The `seed` TTA preset draws its random views with this default seed.
 DEFAULT_SEED = 0
+
+# The `seed` TTA preset is the reference notebook's random augmentation, in Keras terms: RandomFlip both ways,
+# RandomZoom(SEED_ZOOM_RANGE) (a negative factor zooms in), RandomContrast(SEED_CONTRAST) (factor 1 +- 0.2).
+# The runtime re-implements it (cassava_edge/tta.py); the benchmark's Keras reference uses the layers themselves.
+SEED_VIEWS_PER_CROP = 4
+SEED_ZOOM_RANGE: tuple[float, float] = (-0.2, 0.0)
+SEED_CONTRAST = 0.2

@@ -17,6 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional
 
+from cassava_edge.contract import DEFAULT_SCAN, DEFAULT_TTA, OUTPUT_NAME
 from cassava_edge.errors import ModelError
 
 SCHEMA_VERSION = 2
@@ -110,9 +111,9 @@ class ModelMetadata:
     label_names: tuple[str, ...]
     input: InputContract
     photo: PhotoScale
-    default_scan: str = "grid"
-    default_tta: str = "flip"
-    output_name: str = "probabilities"
+    default_scan: str = DEFAULT_SCAN
+    default_tta: str = DEFAULT_TTA
+    output_name: str = OUTPUT_NAME
     output_is_probability: bool = True
     precision: str = "fp32"
     provenance: Mapping[str, Any] = field(default_factory=dict)
@@ -200,8 +201,8 @@ def cassava_metadata(
     *,
     input_name: str,
     output_name: str,
-    default_scan: str = "grid",
-    default_tta: str = "flip",
+    default_scan: str = DEFAULT_SCAN,
+    default_tta: str = DEFAULT_TTA,
     precision: str = "fp32",
     provenance: Mapping[str, Any] | None = None,
     calibration: Calibration | None = None,

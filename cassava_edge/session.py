@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from cassava_edge.calibration import softmax
+from cassava_edge.contract import DEFAULT_CHUNK_SIZE_CPU, DEFAULT_CHUNK_SIZE_CUDA
 from cassava_edge.errors import ModelError, OptionError, ProviderError
 from cassava_edge.metadata import ModelMetadata
 
@@ -26,7 +27,7 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 # Views per onnxruntime call. Small on CPU: larger batches gain nothing there and hold more memory;
 # a GPU needs large batches to be busy.
-DEFAULT_CHUNK_SIZE = {CPU: 4, CUDA: 32}
+DEFAULT_CHUNK_SIZE = {CPU: DEFAULT_CHUNK_SIZE_CPU, CUDA: DEFAULT_CHUNK_SIZE_CUDA}
 GRAPH_OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

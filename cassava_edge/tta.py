@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
+from cassava_edge.contract import DEFAULT_SEED, SEED_CONTRAST, SEED_VIEWS_PER_CROP, SEED_ZOOM_RANGE
 from cassava_edge.errors import OptionError
 
 TTA_PRESETS = ("none", "flip", "d4", "seed")
@@ -120,11 +121,11 @@ class SeedPreset:
     """
 
     name = "seed"
-    views_per_crop = 4
-    zoom_range = (-0.2, 0.0)
-    contrast_range = (0.8, 1.2)
+    views_per_crop = SEED_VIEWS_PER_CROP
+    zoom_range = SEED_ZOOM_RANGE
+    contrast_range = (1.0 - SEED_CONTRAST, 1.0 + SEED_CONTRAST)
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = DEFAULT_SEED) -> None:
         self.seed = int(seed)
 
     def view_names(self) -> list[str]:
@@ -195,7 +196,7 @@ def random_contrast(image: np.ndarray, factor: float, out: np.ndarray | None = N
     return np.clip(out, 0.0, 255.0, out=out)
 
 
-def make_tta(name: str, *, crop_hw: tuple[int, int], seed: int = 0) -> TtaPreset:
+def make_tta(name: str, *, crop_hw: tuple[int, int], seed: int = DEFAULT_SEED) -> TtaPreset:
     """The preset called `name` for a model with crops of `crop_hw` (height, width)."""
     if name == "none":
         return none_preset()

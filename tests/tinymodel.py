@@ -21,10 +21,11 @@ onnx = pytest.importorskip("onnx", reason="the tiny test models are built with o
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from cassava_edge.contract import NOT_CASSAVA_NAME
+from cassava_edge.contract import INPUT_NAME, OUTPUT_NAME
 from cassava_edge.metadata import SCHEMA_VERSION, Calibration, ModelMetadata, Trust, cassava_metadata
 
-INPUT = "image"
-OUTPUT = "probabilities"
+INPUT = INPUT_NAME
+OUTPUT = OUTPUT_NAME
 # Quadrant -> logit weights; generic values so that no two quadrant permutations give the same logits.
 QUADRANT_WEIGHTS = np.array(
     [
