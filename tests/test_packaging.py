@@ -70,6 +70,15 @@ def test_benchmark_without_its_package_says_what_to_install(monkeypatch: pytest.
     assert "benchmark" in CliRunner().invoke(cli, ["--help"]).output  # listed even then
 
 
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    after = readme.split("run the tests", 1)[1]
+    command = after.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+    assert "pytest" in command
+    ci = [line.strip() for line in (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert command in ci
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel built from a copy of the sources with the installed setuptools (no network, no build isolation)."""
