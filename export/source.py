@@ -15,7 +15,7 @@ from typing import Any
 from cassava_edge.metadata import CASSAVA_LABELS
 from .errors import InputError
 
-BEST_CHECKPOINT = "best.keras"  # the name training/train.py gives the best-by-val_loss checkpoint
+BEST_CHECKPOINT = "best.keras"  # the name training/train.py gives the best-by-validation checkpoint
 KERAS_SUFFIXES = (".keras", ".h5")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ class ExportSource:
     checkpoint: Path
     run_folder: Path | None  # the folder whose config.json / metrics.json describe the checkpoint
     training_config: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None  # the validation figures of exactly this checkpoint
     dataset: dict[str, Any] | None = None
     validation_ids_file: Path | None = None
 
@@ -67,10 +67,21 @@ def find_source(path: str | Path) -> ExportSource:
         checkpoint=checkpoint,
         run_folder=run_folder,
         training_config=_read_json(run_folder / "config.json") or {},
-        metrics=_read_json(run_folder / "metrics.json"),
+        metrics=checkpoint_metrics(checkpoint),
         dataset=_read_json(run_folder / "dataset.json"),
         validation_ids_file=ids if ids.is_file() else None,
     )
+
+
+def checkpoint_metrics(checkpoint: Path) -> dict[str, Any] | None:
+    """The validation figures training wrote for exactly this checkpoint (best.keras -> best.metrics.json).
+
+    A run folder's plain metrics.json is not used: it described best.keras only, and an export of last.keras
+    once carried it (wrong figures in the model's metadata)."""
+    metrics = _read_json(checkpoint.with_name(checkpoint.stem + ".metrics.json"))
+    if metrics is not None and metrics.get("checkpoint") not in (None, checkpoint.name):
+        raise InputError(f"{checkpoint}: its metrics file describes {metrics['checkpoint']}, not this checkpoint")
+    return metrics
 
 
 def load_keras_model(path: Path) -> Any:

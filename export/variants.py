@@ -33,20 +33,40 @@ class Int8Config:
     quant_format: str  # "qdq" (QuantizeLinear/DequantizeLinear pairs) or "qoperator" (QLinearConv, ...)
     per_channel: bool
     activations: str  # "s8" or "u8"
+    # 7-bit weights. x86 CPUs without AVX-512 VNNI multiply u8 activations by s8 weights with VPMADDUBSW, which
+    # adds two products into a saturating int16: 2 * 255 * 127 overflows it, 2 * 255 * 63 cannot. With reduce_range
+    # the result is the same on every x86 CPU, by construction, not only on the one it was measured on.
+    reduce_range: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.quant_format}-{self.activations}s8-{'per-channel' if self.per_channel else 'per-tensor'}"
+        name = f"{self.quant_format}-{self.activations}s8-{'per-channel' if self.per_channel else 'per-tensor'}"
+        return name + ("-reduce-range" if self.reduce_range else "")
+
+    @property
+    def portable(self) -> bool:
+        """Standard ONNX operators only (QuantizeLinear/DequantizeLinear around float ops), so OpenVINO,
+        TensorRT and OpenCV DNN load the file too; QOperator files use com.microsoft operators."""
+        return self.quant_format == "qdq"
 
 
 # QDQ with int8 activations is onnxruntime's recommended default; uint8 activations (U8S8) are what older x86
 # kernels are fastest with, and the QOperator format is only offered with them because onnxruntime's x86 kernels
 # for QOperator S8S8 are its slow path.
-INT8_CONFIGS: tuple[Int8Config, ...] = tuple(
-    Int8Config(fmt, per_channel, act)
-    for fmt, act in (("qdq", "s8"), ("qdq", "u8"), ("qoperator", "u8"))
-    for per_channel in (True, False)
+INT8_CONFIGS: tuple[Int8Config, ...] = (
+    *(Int8Config(fmt, per_channel, act)
+      for fmt, act in (("qdq", "s8"), ("qdq", "u8"), ("qoperator", "u8"))
+      for per_channel in (True, False)),
+    Int8Config("qdq", True, "u8", reduce_range=True),
+    Int8Config("qdq", True, "s8", reduce_range=True),
 )
+# What an export tries unless told otherwise: portable files whose results do not depend on VNNI.
+DEFAULT_INT8_CONFIGS: tuple[Int8Config, ...] = tuple(c for c in INT8_CONFIGS if c.portable and c.reduce_range)
+
+
+def nonstandard_ops(model: onnx.ModelProto) -> list[str]:
+    """Operator types outside the standard ONNX domain (e.g. com.microsoft.QLinearAdd), sorted."""
+    return sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
 
 
 def int8_config(name: str) -> Int8Config:
@@ -100,6 +120,7 @@ def quantize_int8(prepared_path: Path, out_path: Path, config: Int8Config, calib
         activation_type=activation,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=keep_float,
+        reduce_range=config.reduce_range,
         # No CalibMaxIntermediateOutputs: the calibrator only keeps per-batch minima and maxima, and that option
         # drops the collected batches instead of merging them (onnxruntime 1.32).
         calibration_cache_path=str(cache_path),

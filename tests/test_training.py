@@ -11,7 +11,9 @@ import pytest
 
 from tests.datapaths import DATA_DIR, needs_data
 from cassava_edge_training.config import TrainConfig
-from cassava_edge_training.data import DataError, class_weights, read_kaggle_folder, stratified_split
+from cassava_edge_training.data import (
+    DataError, Sample, class_weights, load_training_photo, parse_aspect, read_kaggle_folder, stratified_split,
+)
 
 
 def _kaggle_folder(root: Path, rows: list[tuple[str, str]], photos: dict[str, bytes]) -> Path:
@@ -48,10 +50,10 @@ def test_every_bad_row_is_listed_and_can_be_skipped(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         read_kaggle_folder(folder)
     message = str(info.value)
-    assert "4 bad rows" in message
-    for expected in ("b.jpg: label '7' is outside 0..4", "c.jpg: no such file", "d.jpg: not a readable",
-                     "e.jpg: label 'x'"):
+    assert "4 bad row(s)" in message and "\n" not in message  # one line, naming the first files
+    for expected in ("b.jpg: label '7' is outside 0..4", "c.jpg: no such file", "d.jpg: not a readable"):
         assert expected in message
+    assert "and 1 more" in message
     kept = read_kaggle_folder(folder, skip_bad=True)
     assert [s.image_id for s in kept] == ["a.jpg"]
 
@@ -70,6 +72,26 @@ def test_split_is_stratified_seeded_and_disjoint() -> None:
         assert abs(share_all - share_val) < 0.02
     weights = class_weights(train, "balanced")
     assert weights is not None and weights[0] > weights[3]  # CBB is rare, CMD common
+
+
+@needs_data
+def test_squeezed_photos_get_their_true_aspect_back() -> None:
+    roboflow = read_kaggle_folder(DATA_DIR / "cassava-roboflow", max_images=1, true_aspect=parse_aspect("4:3"))[0]
+    assert roboflow.true_aspect == pytest.approx(4 / 3)
+    photo = load_training_photo(roboflow, short_side=75, crop_size=64)
+    assert photo.shape == (75, 100, 3)  # 640x640 on disk, 4:3 again, at training scale
+    original = read_kaggle_folder(DATA_DIR / "cassava", max_images=1)[0]
+    assert original.true_aspect is None
+    assert load_training_photo(original, short_side=75, crop_size=64).shape == (75, 100, 3)  # 800x600 as is
+    as_stored = Sample(roboflow.path, roboflow.label, roboflow.image_id, roboflow.folder)
+    assert load_training_photo(as_stored, short_side=75, crop_size=64).shape == (75, 75, 3)
+
+
+def test_aspect_must_be_a_ratio() -> None:
+    assert parse_aspect("4:3") == pytest.approx(4 / 3)
+    for bad in ("4:0", "wide", "0"):
+        with pytest.raises(DataError, match="not a ratio"):
+            parse_aspect(bad)
 
 
 def test_config_file_rejects_unknown_keys(tmp_path: Path) -> None:
@@ -100,24 +122,35 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     roboflow = DATA_DIR / "cassava-roboflow"
     config = TrainConfig(
         data=[str(DATA_DIR / "cassava"), str(roboflow)], output=str(tmp_path / "run"), crop_size=64,
-        photo_short_side=75, epochs=1, batch_size=8, max_images=15, class_weights="balanced", label_smoothing=0.1,
+        photo_short_side=75, epochs=2, batch_size=8, max_images=15, class_weights="balanced", label_smoothing=0.1,
+        restore_aspect={"cassava-roboflow": "4:3"}, freeze_blocks=2, ema_momentum=0.9,
     )
     run = train(config)
 
     expected = {"best.keras", "last.keras", "config.json", "history.csv", "loss.png", "accuracy.png",
-                "metrics.json", "dataset.json", "validation_ids.txt"}
+                "best.metrics.json", "last.metrics.json", "dataset.json", "validation_ids.txt"}
     assert expected <= {p.name for p in run.iterdir()}
     assert json.loads((run / "config.json").read_text())["crop_size"] == 64
     history = list(csv.DictReader((run / "history.csv").open()))
-    assert len(history) == 1 and {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(history[0])
+    assert len(history) == 2
+    assert {"loss", "val_loss", "accuracy", "val_accuracy", "val_macro_recall", "val_full_accuracy"} <= set(history[0])
     for png in ("loss.png", "accuracy.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    metrics = json.loads((run / "metrics.json").read_text())
     val_ids = (run / "validation_ids.txt").read_text().split()
-    assert metrics["count"] == len(val_ids) > 0
-    assert np.array(metrics["confusion"]).sum() == len(val_ids)
-    assert set(metrics["per_class"]) == {"CBB", "CBSD", "CGM", "CMD", "Healthy"}
+    for name in ("best.keras", "last.keras"):
+        metrics = json.loads((run / name.replace(".keras", ".metrics.json")).read_text())
+        assert metrics["checkpoint"] == name
+        assert metrics["count"] == len(val_ids) > 0
+        assert np.array(metrics["confusion"]).sum() == len(val_ids)
+        assert set(metrics["per_class"]) == {"CBB", "CBSD", "CGM", "CMD", "Healthy"}
+    # The best checkpoint is the epoch with the highest validation macro recall, and its file says so.
+    recalls = [float(row["val_macro_recall"]) for row in history]
+    best = json.loads((run / "best.metrics.json").read_text())
+    assert best["macro_recall"] == pytest.approx(max(recalls), abs=1e-6)
+    last = json.loads((run / "last.metrics.json").read_text())
+    assert last["macro_recall"] == pytest.approx(recalls[-1], abs=1e-6)
     dataset = json.loads((run / "dataset.json").read_text())
+    assert dataset["restore_aspect"] == {"cassava-roboflow": "4:3"}
     assert dataset["train"]["folders"].get("cassava-roboflow", 0) > 0  # the second folder is trained on
     assert "cassava-roboflow" not in dataset["validation"]["folders"]  # and never validated on
 
@@ -131,15 +164,13 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     assert np.all((mean > 0.2) & (mean < 0.8)), "Normalization must be adapted on the 0..1 photos"
 
     # Resume: one more epoch from the last checkpoint, appended to the same history.
-    resumed = TrainConfig(**{**config.__dict__, "epochs": 2, "resume": str(run / "last.keras"), "initial_epoch": 1})
+    resumed = TrainConfig(**{**config.__dict__, "epochs": 3, "resume": str(run / "last.keras"), "initial_epoch": 2})
     train(resumed)
     history = list(csv.DictReader((run / "history.csv").open()))
-    assert [row["epoch"] for row in history] == ["0", "1"]
+    assert [row["epoch"] for row in history] == ["0", "1", "2"]
 
 
-@needs_data
 def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
-    pytest.importorskip("keras", reason="the training command imports Keras before it reads the data")
     from click.testing import CliRunner
 
     from cassava_edge_training.cli import main
@@ -149,3 +180,5 @@ def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "label '9' is outside 0..4" in result.output
     assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # stopped before anything was written or TensorFlow loaded

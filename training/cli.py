@@ -38,6 +38,8 @@ _UNSET = None
 @click.option("--no-cache", "cache", flag_value=False, default=None, help="Do not keep decoded photos in memory.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), help="Checkpoint to continue from.")
 @click.option("--initial-epoch", type=int)
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this checkpoint's weights (any crop size) with a new schedule.")
 def main(config_file: str | None, data: tuple[str, ...], restore_aspect: tuple[str, ...], **options) -> None:
     """Train on Kaggle-layout folders (train.csv + train_images/) and write a run folder."""
     if data:

@@ -44,6 +44,9 @@ class TrainConfig:
     cache: bool = True  # keep decoded, rescaled photos in memory after the first epoch
     max_images: int | None = None  # per folder, for smoke tests
     resume: str | None = None  # a checkpoint (.keras) to continue from
+    # A checkpoint whose weights start a new run, e.g. at a larger crop size (the weights do not depend on it):
+    # train cheaply at 384, then fine-tune briefly at the 512 the photos are classified at.
+    init_from: str | None = None
     initial_epoch: int = 0
 
     def to_json(self) -> str:

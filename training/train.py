@@ -135,8 +135,13 @@ def train(config: TrainConfig) -> Path:
     else:
         norm = keras.layers.Normalization(axis=-1, name="cassava_normalization")
         norm.adapt(centre_crops(photos, config.crop_size, seed=config.seed))
-        model = build_model(config.backbone, config.crop_size, norm, weights=config.weights,
+        model = build_model(config.backbone, config.crop_size, norm,
+                            weights="none" if config.init_from else config.weights,
                             dropout=config.dropout, drop_connect=config.drop_connect)
+        if config.init_from:
+            model.set_weights(keras.saving.load_model(config.init_from, compile=False).get_weights())
+            norm.finalize_state()  # Keras 3 keeps the adapted mean/variance apart from the weights until then
+            print(f"weights from {config.init_from}")
         frozen = freeze_early_blocks(model, config.freeze_blocks)
         if frozen:
             print(f"frozen: {len(frozen)} layers of the stem and blocks 0-{config.freeze_blocks - 1}")
