@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 import click
 
+from cassava_edge.commands.common import check_output_path
 from cassava_edge.contract import DEFAULT_SEED
 from cassava_edge.models import PRECISIONS, bundled_models_dir
 from cassava_edge.scan import SCAN_PLANS
@@ -87,8 +88,10 @@ def default_photos_dir() -> Path | None:
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime (and Keras, matmul) threads "
               "[default: onnxruntime's, one per physical core].")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the 'seed' TTA preset.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every figure to FILE.")
-@click.option("--chart", "chart_path", type=click.Path(dir_okay=False), help="Write a latency chart (PNG).")
+@click.option("--json", "json_path", type=click.Path(), callback=check_output_path,
+              help="Write every figure to FILE.")
+@click.option("--chart", "chart_path", type=click.Path(), callback=check_output_path,
+              help="Write a latency chart (PNG).")
 @click.option("--roofline", is_flag=True, help="Measure fp32 matmul GFLOP/s and report each run against it.")
 @click.option("--roofline-seconds", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="How long the matmul measurement runs.")

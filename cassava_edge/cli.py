@@ -21,7 +21,6 @@ from cassava_edge.commands.common import UsageFailure
 from cassava_edge.commands.evaluate import evaluate
 from cassava_edge.commands.info import info
 from cassava_edge.errors import CassavaEdgeError
-from cassava_edge.sources import find_images  # noqa: F401  (benchmarks.latency imports it from here)
 
 
 # Set to see the traceback of an unexpected error instead of its one-line summary.

@@ -316,6 +316,8 @@ def test_progress_never_shares_a_line_with_results_in_a_real_terminal(tiny_model
         (["evaluate", "{labelled}", "--ids", "{tmp}/absent.txt"], "does not exist"),
         (["benchmark", "--photos", "{tmp}/absent"], "does not exist"),
         (["benchmark", "--photos", "{photos}", "--count", "0"], "Invalid value for '--count'"),
+        (["benchmark", "--photos", "{photos}", "--json", "{tmp}/no/dir/b.json"], "--json {tmp}/no/dir/b.json"),
+        (["benchmark", "--photos", "{photos}", "--chart", "{tmp}/no/dir/b.png"], "--chart {tmp}/no/dir/b.png"),
         (["nonsense"], "No such command"),
     ],
 )
