@@ -8,8 +8,9 @@ The work is split into public stages so that a benchmark can time each one:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import cv2
 import numpy as np
@@ -20,6 +21,7 @@ import cassava_edge
 from cassava_edge.errors import CassavaEdgeError, ImageError, OptionError
 from cassava_edge.imaging import DEFAULT_MAX_MEGAPIXELS, ImageSource, load_image, source_name
 from cassava_edge.models import resolve_model
+from cassava_edge.pipeline import check_workers, ordered_map
 from cassava_edge.calibration import sigmoid
 from cassava_edge.results import NOT_CASSAVA, OK, UNCERTAIN, Classification, PreparedImage
 from cassava_edge.scan import check_plan, make_crops
@@ -28,6 +30,14 @@ from cassava_edge.tta import make_tta
 
 # Beyond this the training-scale photo gets absurdly long (a 1x1000 strip would become 600x600000).
 MAX_ASPECT_RATIO = 20.0
+
+
+class _Loaded(NamedTuple):
+    """A photo after the decoding threads: prepared views, or the reason it could not be prepared."""
+
+    name: str
+    prepared: PreparedImage | None
+    error: str | None
 
 
 class Classifier:
@@ -174,38 +184,48 @@ class Classifier:
         color: str = "RGB",
         top_k: int = 3,
         return_views: bool = False,
+        workers: int | None = None,
     ) -> Iterator[Classification]:
         """Classify photos lazily, yielding results in input order.
 
         Every `batch_images` photos share onnxruntime batches (their views are concatenated, so a group needs
         ceil(views / chunk_size) runs). A photo that cannot be read yields a failed Classification instead of
         raising; the other photos are unaffected.
+
+        `workers` threads read, decode and prepare the next photos while onnxruntime runs the current group
+        (default: one per core, at most 8); 0 does every stage in the calling thread, one group after the other.
+        Either way the results are the same. The input is read at most ``2 * batch_images + workers`` photos ahead
+        of the results, so memory stays bounded however long it is.
         """
         if batch_images < 1:
             raise OptionError(f"batch_images must be at least 1, got {batch_images}")
         _check_top_k(top_k)
-        group: list[ImageSource] = []
-        for image in images:
-            group.append(image)
+        workers = check_workers(workers)
+        # Two groups plus one photo per thread: the next group is being prepared while this one infers.
+        window = 2 * batch_images + workers
+        load_and_prepare = functools.partial(self._load_and_prepare, color=color)
+        group: list[_Loaded] = []
+        for loaded in ordered_map(load_and_prepare, images, workers=workers, window=window):
+            group.append(loaded)
             if len(group) == batch_images:
-                yield from self._classify_group(group, color, top_k, return_views)
+                yield from self._classify_group(group, top_k, return_views)
                 group = []
         if group:
-            yield from self._classify_group(group, color, top_k, return_views)
+            yield from self._classify_group(group, top_k, return_views)
 
-    def _classify_group(
-        self, images: list[ImageSource], color: str, top_k: int, return_views: bool
-    ) -> list[Classification]:
-        names = [source_name(image) for image in images]
-        prepared: list[PreparedImage | None] = []
-        errors: list[str | None] = []
-        for image, name in zip(images, names):
-            try:
-                prepared.append(self.prepare(self.load(image, color=color), name=name))
-                errors.append(None)
-            except CassavaEdgeError as exc:
-                prepared.append(None)
-                errors.append(exc.reason if isinstance(exc, ImageError) else str(exc))
+    def _load_and_prepare(self, image: ImageSource, color: str) -> _Loaded:
+        """One photo's name and prepared views, or its error: runs in the decoding threads, so it never raises
+        for a bad photo."""
+        name = source_name(image)
+        try:
+            return _Loaded(name, self.prepare(self.load(image, color=color), name=name), None)
+        except CassavaEdgeError as exc:
+            return _Loaded(name, None, exc.reason if isinstance(exc, ImageError) else str(exc))
+
+    def _classify_group(self, group: list[_Loaded], top_k: int, return_views: bool) -> list[Classification]:
+        names = [loaded.name for loaded in group]
+        prepared = [loaded.prepared for loaded in group]
+        errors = [loaded.error for loaded in group]
         ready = [p for p in prepared if p is not None]
         probs = self.infer(np.concatenate([p.views for p in ready])) if ready else None
         results, offset = [], 0

@@ -106,7 +106,7 @@ def test_classify_many_is_lazy_and_ordered(tiny_model: Path) -> None:
             consumed.append(index)
             yield _photo(32, 32, seed=index)
 
-    stream = classifier.classify_many(photos(), batch_images=2)
+    stream = classifier.classify_many(photos(), batch_images=2, workers=0)  # pipelined: tests/test_pipeline.py
     first = next(stream)
     assert consumed == [0, 1]
     rest = list(stream)
