@@ -62,6 +62,10 @@ setup(
         ],
         "export": TENSORFLOW + ["tf2onnx>=1.16,<2", ONNX],
         "bench": ["matplotlib>=3.7", "psutil>=5.9", ONNX],
+        # Bulk runs: the Ray Data engine (cassava_edge.ray; about 80 MB of wheels, 500 MB installed with pyarrow
+        # and pandas); pyarrow alone is enough for --format parquet.
+        "ray": ["ray[data]>=2.44"],
+        "parquet": ["pyarrow>=14"],
         "dev": [
             "pytest>=7,<10",
             "setuptools>=70.1",  # tests/test_packaging.py builds the wheel with it, without network access

@@ -1,0 +1,138 @@
+"""Results as flat table rows: one Arrow schema for Parquet files and Ray Datasets, and the way back.
+
+A row has the same columns whatever became of the photo (a failed photo has nulls where an ok one has numbers),
+so that every Parquet file and every block of a Ray Dataset has one schema. pyarrow is imported only by the
+functions that build tables: the rows themselves are plain dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, TextIO
+
+from cassava_edge.errors import SourceError
+from cassava_edge.results import Classification
+from cassava_edge.writers import ResultWriter
+
+if TYPE_CHECKING:
+    import pyarrow
+
+# Rows are written to Parquet in groups of this many: small enough that an interrupted run loses little.
+PARQUET_ROW_GROUP = 1024
+
+
+def result_row(result: Classification) -> dict[str, Any]:
+    """The row of one result: source, status, ok, label, label_index, confidence, not_cassava_score,
+    probabilities (label -> probability, None when failed) and error."""
+    return {
+        "source": result.source,
+        "status": result.status,
+        "ok": result.ok,
+        "label": result.label,
+        "label_index": result.label_index,
+        "confidence": result.confidence,
+        "not_cassava_score": result.not_cassava_score,
+        "probabilities": dict(result.probabilities) if result.ok else None,
+        "error": result.error,
+    }
+
+
+def classification_from_row(row: Mapping[str, Any], top_k: int = 3) -> Classification:
+    """The Classification a row came from (without per-view probabilities, which rows do not keep)."""
+    if not row["ok"]:
+        return Classification.failed(row["source"], row["error"] or "unknown error")
+    probabilities = {label: float(p) for label, p in row["probabilities"].items()}
+    # Stable, like Classification.from_probabilities: ties rank in label order.
+    ranked = sorted(probabilities.items(), key=lambda item: -item[1])
+    label_index = row["label_index"]
+    return Classification(
+        source=row["source"],
+        label=row["label"],
+        label_index=None if label_index is None else int(label_index),
+        confidence=float(row["confidence"]),
+        probabilities=probabilities,
+        top_k=ranked[:top_k],
+        status=row["status"],
+        not_cassava_score=row["not_cassava_score"],
+    )
+
+
+def row_schema(labels: Iterable[str]) -> "pyarrow.Schema":
+    import pyarrow as pa
+
+    return pa.schema([
+        ("source", pa.string()),
+        ("status", pa.string()),
+        ("ok", pa.bool_()),
+        ("label", pa.string()),
+        ("label_index", pa.int64()),
+        ("confidence", pa.float64()),
+        ("not_cassava_score", pa.float64()),
+        ("probabilities", pa.struct([(label, pa.float64()) for label in labels])),
+        ("error", pa.string()),
+    ])
+
+
+def rows_table(results: Iterable[Classification], labels: Iterable[str]) -> "pyarrow.Table":
+    """The results as an Arrow table of `row_schema(labels)`."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist([result_row(result) for result in results], schema=row_schema(labels))
+
+
+class ParquetWriter(ResultWriter):
+    """Rows of `row_schema` in a Parquet file, a row group every PARQUET_ROW_GROUP photos (needs pyarrow)."""
+
+    binary = True
+
+    def __init__(self, stream: TextIO, labels: tuple[str, ...], top_k: int) -> None:
+        super().__init__(stream, labels, top_k)
+        self.pending: list[Classification] = []
+
+    def start(self) -> None:
+        import pyarrow.parquet as pq
+
+        self.parquet = pq.ParquetWriter(self.stream, row_schema(self.labels))
+
+    def write(self, result: Classification) -> None:
+        self.pending.append(result)
+        if len(self.pending) >= PARQUET_ROW_GROUP:
+            self._flush_rows()
+
+    def finish(self) -> None:
+        self._flush_rows()
+        self.parquet.close()
+
+    def _flush_rows(self) -> None:
+        if self.pending:
+            self.parquet.write_table(rows_table(self.pending, self.labels))
+            self.pending = []
+
+
+def done_sources(path: str | Path) -> set[str]:
+    """The photos an earlier run's JSON-lines results already hold (any status, failed included), by source as
+    written and as an absolute path. A last line cut off by an interrupted run is ignored: that photo runs again."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"cannot resume from {path}: no such file")
+    done: set[str] = set()
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            source = json.loads(line)["source"]
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines):
+                break  # the line being written when the run stopped
+            raise SourceError(f"cannot resume from {path}: line {number} is not a JSON result with a source") from None
+        done.add(source)
+        done.add(str(Path(source).absolute()))
+    return done
+
+
+def not_done(photos: Iterable[Path], done: set[str]) -> list[Path]:
+    """The photos whose source (as given or as an absolute path) is not in `done`."""
+    return [photo for photo in photos if str(photo) not in done and str(photo.absolute()) not in done]

@@ -1,0 +1,53 @@
+"""Result rows (Parquet, Ray) and resuming from an earlier run's JSON lines."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cassava_edge import Classifier
+from cassava_edge.errors import SourceError
+from cassava_edge.rows import ParquetWriter, classification_from_row, done_sources, not_done, result_row
+
+
+def _results(tiny_model: Path, tmp_path: Path) -> list:  # type: ignore[type-arg]
+    classifier = Classifier(tiny_model, provider="cpu", tta="flip")
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    return list(classifier.classify_many([photos[0], tmp_path / "absent.jpg", *photos[1:]]))
+
+
+def test_a_row_round_trips_to_the_same_classification(tiny_model: Path, tmp_path: Path) -> None:
+    for result in _results(tiny_model, tmp_path):
+        back = classification_from_row(result_row(result), top_k=len(result.top_k) or 3)
+        assert back.to_dict() == result.to_dict()
+
+
+def test_parquet_rows_have_one_schema_for_ok_and_failed(tiny_model: Path, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed")
+    results = _results(tiny_model, tmp_path)
+    buffer = io.BytesIO()
+    writer = ParquetWriter(buffer, tuple(results[0].probabilities), top_k=3)  # type: ignore[arg-type]
+    writer.start()
+    for result in results:
+        writer.write(result)
+    writer.finish()
+    rows = pq.read_table(io.BytesIO(buffer.getvalue())).to_pylist()
+    assert rows == [result_row(result) for result in results]
+    assert rows[1]["status"] == "failed" and rows[1]["probabilities"] is None and rows[1]["error"] == "no such file"
+
+
+def test_done_sources_skips_what_an_earlier_run_wrote(tmp_path: Path) -> None:
+    earlier = tmp_path / "results.jsonl"
+    earlier.write_text('{"source": "a.jpg", "status": "ok"}\n\n{"source": "b.jpg", "status": "failed"}\n{"sour')
+    done = done_sources(earlier)
+    photos = [Path("a.jpg"), Path("b.jpg"), Path("c.jpg"), Path("a.jpg").absolute()]
+    assert not_done(photos, done) == [Path("c.jpg")]
+    earlier.write_text('{"source": "a.jpg"}\nnot json\n{"source": "b.jpg"}\n')
+    with pytest.raises(SourceError, match="line 2"):
+        done_sources(earlier)
+    with pytest.raises(SourceError, match="no such file"):
+        done_sources(tmp_path / "absent.jsonl")
