@@ -30,6 +30,7 @@ from cassava_edge import calibration as cal
 from cassava_edge.classifier import Classifier
 from cassava_edge.contract import NOT_CASSAVA_NAME
 from cassava_edge.labelled import LabelledPhoto
+from cassava_edge.metrics import classification_report
 from cassava_edge.metadata import SCHEMA_VERSION, Calibration, ModelMetadata, Trust
 
 from .errors import ExportError, InputError
@@ -158,7 +159,13 @@ def calibrate(folder: Path, name: str, validation: list[LabelledPhoto], cassava_
         calibrated = cal.apply_temperature(probs, temperature)
         min_confidence = cal.pick_min_confidence(calibrated, labels, TARGET_ACCURACY, MIN_COVERAGE)
         at_default = cal.at_threshold(calibrated, labels, min_confidence)
+        scored = classification_report(labels.tolist(), probs.argmax(1).tolist(), meta.labels)
         figures = {
+            # What users get with the default plan and TTA on the validation photos (temperature keeps the order,
+            # so these are the calibrated file's figures too); tests/test_bundled_accuracy.py re-measures them.
+            "validation": {"photos": len(labels), "scan": meta.default_scan, "tta": meta.default_tta,
+                           **{k: scored[k] for k in ("accuracy", "macro_recall", "macro_f1")},
+                           "recall": {k: v["recall"] for k, v in scored["per_class"].items()}},
             "temperature": temperature,
             "ece_before": cal.expected_calibration_error(probs, labels),
             "ece_after": cal.expected_calibration_error(calibrated, labels),

@@ -39,7 +39,8 @@ def _variants(value: str) -> tuple[str, ...]:
 @click.option("--default-tta", default=DEFAULT_TTA, show_default=True, help="The model's TTA preset (metadata).")
 @click.option("--default-scan", default=DEFAULT_SCAN, show_default=True, help="The model's scan plan (metadata).")
 @click.option("--photo-short-side", type=int, help="Photo scale in training; needed only without a config.json.")
-@click.option("--int8-configs", default="", help="Comma-separated int8 configurations to try (default: all).")
+@click.option("--int8-configs", default="",
+              help="Comma-separated int8 configurations to try (default: the portable QDQ reduce-range ones).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the calibration photo draw.")
 @click.option("--force", is_flag=True, help="Keep a variant that loses more than 1 accuracy point.")
 def main(source: Path, output: Path, name: str | None, variants: str, calibration: tuple[Path, ...],

@@ -79,6 +79,7 @@ class Figures:
     latency_ms_per_batch: float | None = None  # median onnxruntime call on this machine's CPU
     latency_batch_size: int | None = None
     config: str | None = None  # the int8 quantisation configuration
+    nonstandard_ops: list[str] | None = None  # operators outside the ONNX standard (other runtimes cannot load them)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items() if v is not None}

@@ -32,7 +32,7 @@ from .publish import move_into_place
 from .report import VariantsReport, figures_line, provenance_of
 from .selection import LOW_AGREEMENT, MAX_ACCURACY_LOSS_POINTS, choose_int8, refusal, too_lossy
 from .source import load_keras_model
-from .variants import prepare_for_quantization, quantize_int8, to_fp16
+from .variants import nonstandard_ops, prepare_for_quantization, quantize_int8, to_fp16
 
 __all__ = ["ExportRequest", "ExportResult", "export_model"]
 
@@ -117,6 +117,7 @@ def _export(request: ExportRequest, plan: ExportPlan, model: Any, crop_size: int
             quantize_int8(prepared, raw[config.name], config, calibration.crops, work / "calibration.json")
             candidates[config.name], _ = measure(raw[config.name], "int8", data, reference, fp32_accuracy,
                                                  config.name)
+            candidates[config.name].nonstandard_ops = nonstandard_ops(onnx.load(str(raw[config.name])))
     batch = data.crops[:LATENCY_BATCH]
     echo(f"timing {len(raw)} files on batches of {len(batch)} crops, taking turns")
     latencies = interleaved_latency_ms(raw, batch)

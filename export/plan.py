@@ -13,7 +13,7 @@ from cassava_edge.tta import TTA_PRESETS
 from .errors import InputError
 from .photos import LabelledPhoto, pick_calibration_photos, read_validation_photos
 from .source import ExportSource, find_source
-from .variants import INT8_CONFIGS, Int8Config, int8_config
+from .variants import DEFAULT_INT8_CONFIGS, Int8Config, int8_config
 
 VARIANTS = ("fp16", "int8")
 
@@ -35,7 +35,7 @@ class ExportRequest:
     default_tta: str = DEFAULT_TTA
     default_scan: str = DEFAULT_SCAN
     photo_short_side: int | None = None
-    int8_configs: tuple[str, ...] = ()  # empty: try all of INT8_CONFIGS
+    int8_configs: tuple[str, ...] = ()  # empty: try DEFAULT_INT8_CONFIGS (portable, VNNI-independent)
     force: bool = False
     seed: int = 0
 
@@ -79,7 +79,7 @@ def plan_export(request: ExportRequest, echo: Echo) -> ExportPlan:
     if request.calibration_count < 1:
         raise InputError(f"--calibration-count must be at least 1, got {request.calibration_count}")
     try:
-        configs = tuple(int8_config(n) for n in request.int8_configs) or INT8_CONFIGS
+        configs = tuple(int8_config(n) for n in request.int8_configs) or DEFAULT_INT8_CONFIGS
     except ValueError as exc:
         raise InputError(str(exc)) from None
     for folder in request.calibration:  # reported even when int8 is not requested: still a mistake

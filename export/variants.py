@@ -28,7 +28,7 @@ def to_fp16(fp32_path: Path, out_path: Path) -> onnx.ModelProto:
 
 @dataclass(frozen=True)
 class Int8Config:
-    """One way of quantising: operator format, per-channel weights or not, activation type (weights are int8)."""
+    """One way of quantising: operator format, per-channel weights or not, activation and weight types."""
 
     quant_format: str  # "qdq" (QuantizeLinear/DequantizeLinear pairs) or "qoperator" (QLinearConv, ...)
     per_channel: bool
@@ -37,10 +37,14 @@ class Int8Config:
     # adds two products into a saturating int16: 2 * 255 * 127 overflows it, 2 * 255 * 63 cannot. With reduce_range
     # the result is the same on every x86 CPU, by construction, not only on the one it was measured on.
     reduce_range: bool = False
+    # u8 weights with u8 activations (U8U8): onnxruntime's x86 kernels widen both to 16 bits before multiplying,
+    # so nothing saturates either, and the weights keep all 8 bits.
+    weights: str = "s8"
 
     @property
     def name(self) -> str:
-        name = f"{self.quant_format}-{self.activations}s8-{'per-channel' if self.per_channel else 'per-tensor'}"
+        granularity = "per-channel" if self.per_channel else "per-tensor"
+        name = f"{self.quant_format}-{self.activations}{self.weights}-{granularity}"
         return name + ("-reduce-range" if self.reduce_range else "")
 
     @property
@@ -48,6 +52,11 @@ class Int8Config:
         """Standard ONNX operators only (QuantizeLinear/DequantizeLinear around float ops), so OpenVINO,
         TensorRT and OpenCV DNN load the file too; QOperator files use com.microsoft operators."""
         return self.quant_format == "qdq"
+
+    @property
+    def vnni_independent(self) -> bool:
+        """Gives the same integers on every x86 CPU: no u8 x s8 product pairs that can saturate without VNNI."""
+        return self.reduce_range or self.weights == "u8"
 
 
 # QDQ with int8 activations is onnxruntime's recommended default; uint8 activations (U8S8) are what older x86
@@ -57,11 +66,12 @@ INT8_CONFIGS: tuple[Int8Config, ...] = (
     *(Int8Config(fmt, per_channel, act)
       for fmt, act in (("qdq", "s8"), ("qdq", "u8"), ("qoperator", "u8"))
       for per_channel in (True, False)),
+    Int8Config("qdq", True, "u8", weights="u8"),
     Int8Config("qdq", True, "u8", reduce_range=True),
     Int8Config("qdq", True, "s8", reduce_range=True),
 )
 # What an export tries unless told otherwise: portable files whose results do not depend on VNNI.
-DEFAULT_INT8_CONFIGS: tuple[Int8Config, ...] = tuple(c for c in INT8_CONFIGS if c.portable and c.reduce_range)
+DEFAULT_INT8_CONFIGS: tuple[Int8Config, ...] = tuple(c for c in INT8_CONFIGS if c.portable and c.vnni_independent)
 
 
 def nonstandard_ops(model: onnx.ModelProto) -> list[str]:
@@ -118,7 +128,7 @@ def quantize_int8(prepared_path: Path, out_path: Path, config: Int8Config, calib
         quant_format=QuantFormat.QDQ if config.quant_format == "qdq" else QuantFormat.QOperator,
         per_channel=config.per_channel,
         activation_type=activation,
-        weight_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8 if config.weights == "s8" else QuantType.QUInt8,
         nodes_to_exclude=keep_float,
         reduce_range=config.reduce_range,
         # No CalibMaxIntermediateOutputs: the calibrator only keeps per-batch minima and maxima, and that option

@@ -27,7 +27,8 @@ from tests.datapaths import DATA_DIR, needs_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CROP, SHORT_SIDE = 64, 75  # the reference's 512/600 ratio, small enough for a 2-core CPU
-PER_CHANNEL_CONFIGS = "qdq-s8s8-per-channel,qdq-u8s8-per-channel,qoperator-u8s8-per-channel"
+# The portable, VNNI-independent configurations export tries by default, and the QOperator one it used to ship.
+INT8_CONFIGS = "qdq-u8u8-per-channel,qdq-u8s8-per-channel-reduce-range,qoperator-u8s8-per-channel"
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------------
@@ -71,7 +72,10 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = TrainConfig(data=[str(data)], output=str(run), crop_size=CROP, photo_short_side=SHORT_SIDE, epochs=8)
     (run / "config.json").write_text(config.to_json())
     (run / "validation_ids.txt").write_text("".join(row["image_id"] + "\n" for row in chosen))
-    (run / "metrics.json").write_text(json.dumps({"count": len(chosen), "accuracy": 1.0, "macro_f1": 1.0}))
+    (run / "best.metrics.json").write_text(json.dumps({"checkpoint": "best.keras", "count": len(chosen),
+                                                       "accuracy": 1.0, "macro_f1": 1.0}))
+    # A run-level metrics.json of another checkpoint must not reach the metadata (it once did).
+    (run / "metrics.json").write_text(json.dumps({"checkpoint": "other.keras", "accuracy": 0.5}))
     (run / "dataset.json").write_text(json.dumps({"validation": {"count": len(chosen)}}))
     return run
 
@@ -86,7 +90,7 @@ def exported(run_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     out = tmp_path_factory.mktemp("models")
     args = [str(run_folder), "--output", str(out), "--name", "tiny", "--variants", "fp16,int8",
             "--calibration", str(DATA_DIR / "cassava" / "train_images"), "--calibration-count", "4",
-            "--int8-configs", PER_CHANNEL_CONFIGS]
+            "--int8-configs", INT8_CONFIGS]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out, result.output
@@ -153,8 +157,13 @@ def test_export_writes_fp32_fp16_int8_and_a_report(exported: tuple[Path, str]) -
         assert entry["file_size_bytes"] == (out / entry["file"]).stat().st_size
         for key in ("max_softmax_diff_vs_fp32", "top1_agreement_vs_fp32", "accuracy", "latency_ms_per_batch"):
             assert isinstance(entry[key], float), (precision, key)
-    assert report["files"]["int8"]["config"] in PER_CHANNEL_CONFIGS.split(",")
-    assert len(report["int8_candidates"]) == 3
+    assert report["files"]["int8"]["config"] in INT8_CONFIGS.split(",")
+    candidates = {c["config"]: c for c in report["int8_candidates"]}
+    assert set(candidates) == set(INT8_CONFIGS.split(","))
+    # QDQ files hold standard ONNX operators only (other runtimes load them); QOperator ones do not.
+    assert candidates["qdq-u8u8-per-channel"].get("nonstandard_ops", []) == []
+    assert candidates["qdq-u8s8-per-channel-reduce-range"].get("nonstandard_ops", []) == []
+    assert any(op.startswith("com.microsoft.") for op in candidates["qoperator-u8s8-per-channel"]["nonstandard_ops"])
     assert report["files"]["int8"]["file_size_bytes"] < report["files"]["fp32"]["file_size_bytes"] / 3
     assert report["parity"]["max_softmax_diff"] <= 1e-4 and report["parity"]["photos"] == 8
     assert report["validation"]["photos"] == 10 and report["refused"] == {}
@@ -177,7 +186,9 @@ def test_metadata_round_trips_through_the_runtime_schema(exported: tuple[Path, s
         prov = meta.provenance
         assert prov["checkpoint"]["sha256"] == sha
         assert prov["training_config"]["crop_size"] == CROP
-        assert prov["validation_metrics"] == json.loads((run_folder / "metrics.json").read_text())
+        # The figures of exactly the exported checkpoint.
+        assert prov["validation_metrics"] == json.loads((run_folder / "best.metrics.json").read_text())
+        assert prov["validation_metrics"]["checkpoint"] == prov["checkpoint"]["file"]
         assert prov["dataset"]["validation"]["count"] == 10
         assert set(prov["versions"]) >= {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"}
         assert prov["exported_at"].endswith("+00:00")
@@ -358,3 +369,76 @@ def test_models_that_break_the_contract_are_refused(tmp_path: Path) -> None:
     _assert_one_line_error(runner.invoke(main, [str(tmp_path / "three.keras"), *common]), "5 classes")
     _assert_one_line_error(runner.invoke(main, [str(junk), *common]), "not a loadable Keras model")
     assert not (tmp_path / "out").exists()
+
+
+# -- trust: the not-cassava head, calibration and minimum confidence ----------------------------------------------
+
+
+def _small_not_cassava_folder(root: Path, per_kind: int = 8) -> Path:
+    """A not-cassava folder (images/ + SOURCES.csv) of a few kinds, linked from the shared photos."""
+    source = DATA_DIR / "not-cassava"
+    with open(source / "SOURCES.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    chosen = [row for kind in ("cat", "car", "maize") for row in
+              [r for r in rows if r["category"].split()[0] == kind][:per_kind]]
+    (root / "images").mkdir(parents=True)
+    for row in chosen:
+        (root / "images" / row["file"]).symlink_to(source / "images" / row["file"])
+    with open(root / "SOURCES.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    return root
+
+
+@needs_data
+def test_calibrate_adds_the_not_cassava_head_and_calibration_to_every_variant(
+    exported: tuple[Path, str], run_folder: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import onnx
+
+    from cassava_edge import Classifier
+    from cassava_edge.contract import NOT_CASSAVA_NAME
+    from cassava_edge.labelled import LabelledPhoto
+    from cassava_edge_export.calibrate import calibrate
+
+    models = tmp_path / "models"
+    shutil.copytree(exported[0], models)
+    others = _small_not_cassava_folder(tmp_path / "not-cassava")
+    ids = (run_folder / "validation_ids.txt").read_text().split()
+    labels = {row["image_id"]: int(row["label"]) for row in csv.DictReader(open(DATA_DIR / "cassava" / "train.csv"))}
+    validation = [LabelledPhoto(DATA_DIR / "cassava" / "train_images" / i, labels[i]) for i in ids]
+    report = calibrate(models, "tiny", validation, [DATA_DIR / "cassava"], others, cassava_count=24,
+                       echo=lambda line: None)
+
+    assert set(report["not_cassava"]["leave_one_kind_out"]) == {"cat", "car", "maize"}
+    assert json.loads((models / "tiny.trust.json").read_text())["variants"].keys() == {"fp32", "fp16", "int8"}
+    not_cassava = sorted((others / "images").iterdir())
+    for name in ("tiny.onnx", "tiny.fp16.onnx", "tiny.int8.onnx"):
+        graph = onnx.load(str(models / name)).graph
+        assert [o.name for o in graph.output] == [OUTPUT_NAME, NOT_CASSAVA_NAME]
+        meta = ModelMetadata.from_onnx_props(_props(models / name))
+        assert meta.schema_version == 2 and meta.calibration is not None and meta.calibration.temperature > 0
+        assert meta.trust is not None and meta.trust.not_cassava_output == NOT_CASSAVA_NAME
+        assert 0.5 <= meta.trust.not_cassava_threshold <= 1.0 and meta.trust.min_short_side == 64
+        assert meta.provenance["trust"]["validation"]["photos"] == len(validation)
+
+        classifier = Classifier(models / name, provider="cpu")
+        cassava = list(classifier.classify_many([p.path for p in validation]))
+        # The threshold lets through every cassava validation photo (1% of 10 photos rounds down to none) …
+        assert all(r.status != "not_cassava" for r in cassava), [(r.source, r.not_cassava_score) for r in cassava]
+        # … and the head, fitted on these very photos, flags nearly all of them.
+        flagged = [r.status == "not_cassava" for r in classifier.classify_many(not_cassava)]
+        assert np.mean(flagged) >= 0.8, name
+
+
+def test_default_int8_configurations_are_portable_and_vnni_independent() -> None:
+    from cassava_edge_export.variants import DEFAULT_INT8_CONFIGS, int8_config
+
+    assert DEFAULT_INT8_CONFIGS and all(c.portable and c.vnni_independent for c in DEFAULT_INT8_CONFIGS)
+    # u8 activations times s8 weights at full range is what saturates on x86 CPUs without VNNI.
+    assert not int8_config("qdq-u8s8-per-channel").vnni_independent
+    assert not int8_config("qoperator-u8s8-per-channel").portable
+    assert int8_config("qdq-u8u8-per-channel").vnni_independent

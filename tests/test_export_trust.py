@@ -1,0 +1,79 @@
+"""export/trust.py: the not-cassava head (fit, graph surgery) and the threshold, on tiny graphs and synthetic data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx", reason="export writes ONNX files with onnx (pip install \"cassava-edge[export]\")")
+import onnxruntime as ort  # noqa: E402
+
+from cassava_edge.contract import NOT_CASSAVA_NAME, OUTPUT_NAME  # noqa: E402
+from cassava_edge_export.calibrate import threshold_for  # noqa: E402
+from cassava_edge_export.errors import ExportError  # noqa: E402
+from cassava_edge_export.trust import (  # noqa: E402
+    append_head, feature_tensor, fit_logistic, read_not_cassava, sigmoid, with_feature_output,
+)
+from tests.tinymodel import INPUT, build_model  # noqa: E402
+
+SIZE = 8
+
+
+def _run(model, batch: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {INPUT: batch})))
+
+
+def test_the_head_reads_the_features_that_feed_the_classifier() -> None:
+    model = build_model(size=SIZE)
+    assert feature_tensor(model) == "flat"  # the input of the MatMul before Add -> Softmax
+    batch = np.random.default_rng(0).uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
+    features = _run(with_feature_output(model), batch)
+    np.testing.assert_allclose(features[list(features)[-1]], batch.reshape(3, -1), rtol=1e-6)
+
+    weights = np.random.default_rng(1).normal(size=SIZE * SIZE * 3)
+    outputs = _run(append_head(model, weights, 0.25), batch)
+    assert list(outputs) == [OUTPUT_NAME, NOT_CASSAVA_NAME]
+    np.testing.assert_allclose(outputs[NOT_CASSAVA_NAME][:, 0], batch.reshape(3, -1) @ weights + 0.25, rtol=1e-4)
+    np.testing.assert_allclose(outputs[OUTPUT_NAME], _run(model, batch)[OUTPUT_NAME])  # the diagnosis is untouched
+
+
+def test_a_graph_without_a_softmax_head_is_refused() -> None:
+    with pytest.raises(ExportError, match="Softmax"):
+        feature_tensor(build_model(size=SIZE, softmax=False))
+    with pytest.raises(ExportError, match="already has"):
+        append_head(append_head(build_model(size=SIZE), np.zeros(SIZE * SIZE * 3), 0.0), np.zeros(SIZE * SIZE * 3), 0.0)
+
+
+def test_logistic_regression_separates_and_returns_raw_feature_units() -> None:
+    rng = np.random.default_rng(0)
+    # Features on very different scales, as pooled activations are; 1 in 5 positives, as in our data.
+    scale = np.array([1.0, 100.0, 0.01])
+    negatives = rng.normal([0, 0, 0], 1, (400, 3)) * scale
+    positives = rng.normal([3, 0, 0], 1, (100, 3)) * scale
+    head = fit_logistic(np.vstack([negatives, positives]), np.r_[np.zeros(400), np.ones(100)])
+    assert (sigmoid(head.logits(positives)) > 0.5).mean() > 0.9
+    assert (sigmoid(head.logits(negatives)) < 0.5).mean() > 0.9
+    # In units of each feature's spread, the informative feature dominates whatever its raw scale.
+    effect = np.abs(head.weights * np.vstack([negatives, positives]).std(0))
+    assert effect[0] > 4 * max(effect[1], effect[2])
+
+
+def test_threshold_flags_at_most_the_allowed_share_of_cassava() -> None:
+    scores = np.linspace(0.0, 0.99, 200)
+    threshold = threshold_for(scores, 0.01)
+    assert (scores >= threshold).sum() == 2
+    assert threshold_for(np.full(50, 0.1), 0.01) == 0.5  # never below an even bet
+
+
+def test_not_cassava_kinds_group_a_crops_diseases(tmp_path) -> None:
+    (tmp_path / "images").mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / "images" / name).write_bytes(b"x")
+    (tmp_path / "SOURCES.csv").write_text(
+        "file,category\na.jpg,maize leaf (common rust)\nb.jpg,maize leaf (healthy)\nc.jpg,cat\n")
+    assert [p.category for p in read_not_cassava(tmp_path)] == ["maize", "maize", "cat"]
+    (tmp_path / "images" / "c.jpg").unlink()
+    with pytest.raises(ExportError, match="missing"):
+        read_not_cassava(tmp_path)
