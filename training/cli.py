@@ -35,7 +35,6 @@ _UNSET = None
 @click.option("--seed", type=int)
 @click.option("--max-images", type=int, help="At most this many photos per folder (smoke tests).")
 @click.option("--skip-bad", is_flag=True, default=None, help="Leave out bad rows instead of stopping.")
-@click.option("--no-cache", "cache", flag_value=False, default=None, help="Do not keep decoded photos in memory.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), help="Checkpoint to continue from.")
 @click.option("--initial-epoch", type=int)
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False),

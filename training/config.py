@@ -41,7 +41,6 @@ class TrainConfig:
     zoom: tuple[float, float] = (-0.2, 0.0)
     contrast: float = 0.2
     skip_bad: bool = False
-    cache: bool = True  # keep decoded, rescaled photos in memory after the first epoch
     max_images: int | None = None  # per folder, for smoke tests
     resume: str | None = None  # a checkpoint (.keras) to continue from
     # A checkpoint whose weights start a new run, e.g. at a larger crop size (the weights do not depend on it):
