@@ -16,6 +16,7 @@ The paths must be readable where the actors run (a shared file system on a clust
 from __future__ import annotations
 
 import io
+import logging
 import math
 import socket
 import warnings
@@ -85,6 +86,7 @@ def classify_dataset(
     optionally a ``bytes`` column (from ``read_binary_files(include_paths=True)``). `classifier_options` are
     `Classifier` keyword arguments (model, tta, scan, seed, ...). `actors` Classifiers run at once, each with
     `num_cpus` CPUs and `num_gpus` GPUs; with GPUs the provider is CUDA unless the options say otherwise.
+    `workers` decoding threads run in each actor (default: one per CPU it reserves).
     `skip` holds sources to leave out (an earlier run's, from `cassava_edge.rows.done_sources`).
     Ray is started locally if this process is not connected to a cluster yet (``ray.init`` first to choose one).
     """
@@ -101,6 +103,8 @@ def classify_dataset(
         # CPU actors: use the actor's own cores and no more, and say so to onnxruntime (it ignores OMP_NUM_THREADS).
         options.setdefault("provider", "cpu")
         options.setdefault("threads", max(1, math.floor(num_cpus)))
+    if workers is None:
+        workers = max(1, math.floor(num_cpus))  # decoding threads: one per CPU the actor reserved
     dataset = photos if isinstance(photos, ray.data.Dataset) else _paths_dataset(photos, skip or set())
     with warnings.catch_warnings():
         # Ray 2.60 deprecates actor options passed through map_batches' **ray_remote_args (removal planned for
@@ -137,8 +141,8 @@ def photo_paths(photos: str | Path | Iterable[str | Path]) -> list[Path]:
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, timeout: float = 5.0) -> None:
     """``ray.init`` on `address` (a cluster's ``host:port``, ``ray://host:port`` or ``auto``), or a local Ray when
-    None and $RAY_ADDRESS is unset. An address that does not answer within `timeout` seconds raises SourceError
-    at once, where Ray itself would retry for a minute."""
+    None and $RAY_ADDRESS is unset; quiet (Ray's errors only, the actors' output not forwarded). An address that
+    does not answer within `timeout` seconds raises SourceError at once, where Ray itself would retry for a minute."""
     import os
 
     import ray
@@ -150,8 +154,12 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, timeout:
             socket.create_connection((host, int(port)), timeout=timeout).close()
         except (OSError, ValueError) as exc:
             raise SourceError(f"cannot reach the Ray cluster at {address}: {exc}") from None
-    ray.init(address=address, num_cpus=num_cpus if not address else None, include_dashboard=False,
-             log_to_driver=False, ignore_reinit_error=True)
+    try:
+        ray.init(address=address, num_cpus=num_cpus if not address else None, include_dashboard=False,
+                 log_to_driver=False, ignore_reinit_error=True, logging_level=logging.ERROR)
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:  # e.g. the port answers but is not Ray's
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SourceError(f"cannot connect to Ray at {address or 'a new local Ray'}: {reason}") from None
 
 
 def _paths_dataset(photos: str | Path | Iterable[str | Path], skip: set[str]) -> "ray.data.Dataset":

@@ -133,6 +133,23 @@ def done_sources(path: str | Path) -> set[str]:
     return done
 
 
+def resume_from(path: str | Path) -> set[str]:
+    """`done_sources(path)`, after making the file ready to append to: a last line cut off by an interrupted run
+    is removed (that photo runs again) and a missing final newline is added."""
+    path = Path(path)
+    done = done_sources(path)
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        start = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[start:])
+            keep = data + b"\n"
+        except ValueError:
+            keep = data[:start]
+        path.write_bytes(keep)
+    return done
+
+
 def not_done(photos: Iterable[Path], done: set[str]) -> list[Path]:
     """The photos whose source (as given or as an absolute path) is not in `done`."""
     return [photo for photo in photos if str(photo) not in done and str(photo.absolute()) not in done]

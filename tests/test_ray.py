@@ -3,6 +3,7 @@ dies. Few and small on purpose: Ray takes seconds to start on 2 cores."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -90,3 +91,28 @@ def test_ray_rows_match_the_local_engine_even_when_an_actor_dies(
 def test_an_unreachable_cluster_is_one_clear_error() -> None:
     with pytest.raises(SourceError, match="cannot reach the Ray cluster at 127.0.0.1:9"):
         connect("127.0.0.1:9", timeout=1.0)
+
+
+def test_classify_command_on_ray_writes_what_the_local_engine_writes(
+    local_ray: None, tiny_model: Path, photos_with_broken: list[Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from cassava_edge.cli import cli
+
+    photos = [str(p) for p in photos_with_broken[:6]]  # 3 real photos, 3 broken files
+    outputs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.jsonl"
+        args = ["classify", *photos, "--model", str(tiny_model), "--format", "jsonl", "-o", str(out)]
+        result = CliRunner().invoke(cli, [*args, "--engine", engine], catch_exceptions=False)
+        assert result.exit_code == 1, result.stderr  # the broken photos
+        assert "6 photos: 3 ok, 3 failed" in result.stderr.strip().splitlines()[-1]
+        outputs[engine] = [json.loads(line) for line in out.read_text().splitlines()]
+    local, on_ray = outputs["local"], outputs["ray"]
+    assert [(r["source"], r["status"], r["label"], r["error"]) for r in on_ray] == [
+        (r["source"], r["status"], r["label"], r["error"]) for r in local
+    ]
+    for a, b in zip(local, on_ray):
+        assert list(a["probabilities"]) == list(b["probabilities"])
+        np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-4)

@@ -10,7 +10,14 @@ import pytest
 
 from cassava_edge import Classifier
 from cassava_edge.errors import SourceError
-from cassava_edge.rows import ParquetWriter, classification_from_row, done_sources, not_done, result_row
+from cassava_edge.rows import (
+    ParquetWriter,
+    classification_from_row,
+    done_sources,
+    not_done,
+    result_row,
+    resume_from,
+)
 
 
 def _results(tiny_model: Path, tmp_path: Path) -> list:  # type: ignore[type-arg]
@@ -51,3 +58,14 @@ def test_done_sources_skips_what_an_earlier_run_wrote(tmp_path: Path) -> None:
         done_sources(earlier)
     with pytest.raises(SourceError, match="no such file"):
         done_sources(tmp_path / "absent.jsonl")
+
+
+def test_resume_from_makes_the_file_ready_to_append(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text('{"source": "a.jpg"}\n{"source": "b.j')
+    assert resume_from(cut) == {"a.jpg", str(Path("a.jpg").absolute())}
+    assert cut.read_text() == '{"source": "a.jpg"}\n'
+    unterminated = tmp_path / "unterminated.jsonl"
+    unterminated.write_text('{"source": "a.jpg"}')
+    resume_from(unterminated)
+    assert unterminated.read_text() == '{"source": "a.jpg"}\n'

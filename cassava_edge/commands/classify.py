@@ -14,6 +14,15 @@ from typing import Iterable, Iterator, TextIO
 
 import click
 
+from cassava_edge.commands.bulk import (
+    PARQUET,
+    BulkOptions,
+    bulk_options,
+    check_bulk_options,
+    ray_results,
+    skip_done,
+    writer_class,
+)
 from cassava_edge.commands.common import (
     ClassifierOptions,
     UsageFailure,
@@ -27,7 +36,7 @@ from cassava_edge.commands.progress import Progress
 from cassava_edge.imaging import ImageSource
 from cassava_edge.results import FAILED, Classification
 from cassava_edge.sources import STDIN, describe_skipped, find_sources
-from cassava_edge.writers import FORMATS, WRITERS, ResultWriter, RunSummary
+from cassava_edge.writers import FORMATS, ResultWriter, RunSummary
 
 # Formats with room for per-crop, per-view probabilities.
 VIEW_FORMATS = ("json", "jsonl")
@@ -38,26 +47,36 @@ VIEW_FORMATS = ("json", "jsonl")
 @classifier_options
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
               help="Classes listed per photo (at most the model's classes; csv lists them all).")
-@click.option("--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True,
+@click.option("--format", "output_format", type=click.Choice((*FORMATS, PARQUET)), default="table",
+              show_default=True,
               help="Output format.")
 @click.option("--output", "-o", type=click.Path(), callback=check_output_path,
               help="Write results to FILE [default: standard output].")
 @click.option("--views", is_flag=True, help="Include per-crop, per-view probabilities (json and jsonl only).")
+@bulk_options
 def classify(
-    paths: tuple[str, ...], options: ClassifierOptions, top_k: int, output_format: str, output: str | None, views: bool
+    paths: tuple[str, ...], options: ClassifierOptions, top_k: int, output_format: str, output: str | None, views: bool,
+    bulk: BulkOptions,
 ) -> None:
-    """Classify photos: files, folders (recursively), glob patterns, or - for one photo on standard input."""
+    """Classify photos: files, folders (recursively), glob patterns, or - for one photo on standard input.
+
+    Large runs: --workers, --engine ray, --format parquet and --resume (see the README's bulk runs section)."""
     check_format_options(output_format, views)
+    output_format, output = check_bulk_options(bulk, output_format, output, views)
     sources = find_sources(paths)
     if sources.skipped:
         click.echo(describe_skipped(sources.skipped), err=True)
-    inputs: list[ImageSource] = [read_stdin() if path == Path(STDIN) else path for path in sources.photos]
+    photos = skip_done(sources.photos, bulk.resume)
     classifier = build_classifier(options)
     top_k = cap_top_k(top_k, len(classifier.labels))
-    with open_output(output) as stream:
-        writer = WRITERS[output_format](stream, classifier.labels, top_k)
-        results = classifier.classify_many(inputs, top_k=top_k, return_views=views)
-        summary = write_results(results, writer, len(inputs), shares_terminal=output is None)
+    if bulk.engine == "ray" and photos:
+        results: Iterable[Classification] = ray_results(photos, options, classifier, bulk, top_k)
+    else:
+        inputs: list[ImageSource] = [read_stdin() if path == Path(STDIN) else path for path in photos]
+        results = classifier.classify_many(inputs, top_k=top_k, return_views=views, workers=bulk.workers)
+    with open_output(output, binary=output_format == PARQUET, append=bulk.resume is not None) as stream:
+        writer = writer_class(output_format)(stream, classifier.labels, top_k)
+        summary = write_results(results, writer, len(photos), shares_terminal=output is None)
     click.echo(summary.line(), err=True)
     if summary.counts[FAILED]:
         sys.exit(1)
@@ -92,13 +111,15 @@ def read_stdin() -> io.BytesIO:
 
 
 @contextlib.contextmanager
-def open_output(output: str | None) -> Iterator[TextIO]:
-    """The output file (created only now, after every check passed), or standard output."""
+def open_output(output: str | None, *, binary: bool = False, append: bool = False) -> Iterator[TextIO]:
+    """The output file (created only now, after every check passed), or standard output; `binary` for Parquet,
+    `append` to add to a resumed run's file."""
     if output is None:
         yield click.get_text_stream("stdout")
         return
-    with open(output, "w", encoding="utf-8", newline="") as stream:
-        yield stream
+    mode = ("a" if append else "w") + ("b" if binary else "")
+    with open(output, mode, **({} if binary else {"encoding": "utf-8", "newline": ""})) as stream:
+        yield stream  # type: ignore[misc]
 
 
 def write_results(
