@@ -19,7 +19,7 @@ import onnxruntime as ort
 import cassava_edge
 
 from cassava_edge.errors import CassavaEdgeError, ImageError, OptionError
-from cassava_edge.imaging import DEFAULT_MAX_MEGAPIXELS, ImageSource, load_image, source_name
+from cassava_edge.imaging import DEFAULT_MAX_MEGAPIXELS, ImageSource, check_color, load_image, source_name
 from cassava_edge.models import resolve_model
 from cassava_edge.pipeline import check_workers, ordered_map
 from cassava_edge.calibration import sigmoid
@@ -200,6 +200,7 @@ class Classifier:
         if batch_images < 1:
             raise OptionError(f"batch_images must be at least 1, got {batch_images}")
         _check_top_k(top_k)
+        color = check_color(color)  # a bad value is the caller's mistake, not every photo's failure
         workers = check_workers(workers)
         # Two groups plus one photo per thread: the next group is being prepared while this one infers.
         window = 2 * batch_images + workers

@@ -165,3 +165,11 @@ def test_real_photos_end_to_end(photo_model: Path, cassava_photos: list[Path], d
     assert sorted({view.box for view in results[-1].views or ()}) == [
         (0, 0, 64, 64), (0, 36, 64, 64), (11, 0, 64, 64), (11, 36, 64, 64),
     ]  # fmt: skip
+
+
+def test_classify_many_refuses_a_bad_color_once_instead_of_failing_every_photo(tiny_model: Path) -> None:
+    classifier = Classifier(tiny_model, provider="cpu")
+    photo = tinymodel.quadrant_image(32)
+    with pytest.raises(OptionError, match="color must be one of"):
+        list(classifier.classify_many([photo, photo], color="CMYK"))
+    assert next(iter(classifier.classify_many([photo], color="bgr"))).ok
