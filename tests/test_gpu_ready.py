@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from click.testing import CliRunner
 
-from benchmarks import gpu_throughput
+from cassava_edge_benchmarks import gpu_throughput
 from cassava_edge.session import OnnxSession
 from tests import tinymodel
 
