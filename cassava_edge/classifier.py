@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ import cassava_edge
 from cassava_edge.errors import CassavaEdgeError, ImageError, OptionError
 from cassava_edge.imaging import DEFAULT_MAX_MEGAPIXELS, ImageSource, check_color, load_image, source_name
 from cassava_edge.models import resolve_model
-from cassava_edge.pipeline import check_workers, ordered_map
+from cassava_edge.pipeline import batched, check_workers, ordered_map
 from cassava_edge.calibration import sigmoid
 from cassava_edge.results import NOT_CASSAVA, OK, UNCERTAIN, Classification, PreparedImage
 from cassava_edge.scan import check_plan, make_crops
@@ -30,14 +30,8 @@ from cassava_edge.tta import make_tta
 
 # Beyond this the training-scale photo gets absurdly long (a 1x1000 strip would become 600x600000).
 MAX_ASPECT_RATIO = 20.0
-
-
-class _Loaded(NamedTuple):
-    """A photo after the decoding threads: prepared views, or the reason it could not be prepared."""
-
-    name: str
-    prepared: PreparedImage | None
-    error: str | None
+# Photos per group on CPU; on a GPU a group holds at least one chunk of views.
+DEFAULT_BATCH_IMAGES = 4
 
 
 class Classifier:
@@ -180,7 +174,7 @@ class Classifier:
         self,
         images: Iterable[ImageSource],
         *,
-        batch_images: int = 4,
+        batch_images: int | None = None,
         color: str = "RGB",
         top_k: int = 3,
         return_views: bool = False,
@@ -189,44 +183,41 @@ class Classifier:
         """Classify photos lazily, yielding results in input order.
 
         Every `batch_images` photos share onnxruntime batches (their views are concatenated, so a group needs
-        ceil(views / chunk_size) runs). A photo that cannot be read yields a failed Classification instead of
-        raising; the other photos are unaffected.
+        ceil(views / chunk_size) runs); the default, 4, grows on a GPU until a group fills a chunk. A photo that
+        cannot be read yields a failed Classification instead of raising; the other photos are unaffected.
 
-        `workers` threads read, decode and prepare the next photos while onnxruntime runs the current group
-        (default: one per core, at most 8); 0 does every stage in the calling thread, one group after the other.
-        Either way the results are the same. The input is read at most ``2 * batch_images + workers`` photos ahead
-        of the results, so memory stays bounded however long it is.
+        `workers` threads classify groups side by side (default: one per core, at most 8): while one decodes and
+        prepares its photos another runs onnxruntime. 0 does every group in the calling thread, one after the
+        other. Either way the groups, so the results, are the same. The input is read at most
+        ``(workers + 1) * batch_images`` photos ahead of the results, so memory stays bounded however long it is.
         """
+        if batch_images is None:
+            batch_images = max(DEFAULT_BATCH_IMAGES, self.session.chunk_size // self.tta.views_per_crop)
         if batch_images < 1:
             raise OptionError(f"batch_images must be at least 1, got {batch_images}")
         _check_top_k(top_k)
         color = check_color(color)  # a bad value is the caller's mistake, not every photo's failure
         workers = check_workers(workers)
-        # Two groups plus one photo per thread: the next group is being prepared while this one infers.
-        window = 2 * batch_images + workers
-        load_and_prepare = functools.partial(self._load_and_prepare, color=color)
-        group: list[_Loaded] = []
-        for loaded in ordered_map(load_and_prepare, images, workers=workers, window=window):
-            group.append(loaded)
-            if len(group) == batch_images:
-                yield from self._classify_group(group, top_k, return_views)
-                group = []
-        if group:
-            yield from self._classify_group(group, top_k, return_views)
+        classify_group = functools.partial(self._classify_group, color=color, top_k=top_k, return_views=return_views)
+        # Whole groups per thread, not photos: besides overlapping decoding with inference, two onnxruntime calls
+        # then run at once, which keeps a busy or many-core CPU fuller than one call's intra-op threads do.
+        groups = batched(images, batch_images)
+        for results in ordered_map(classify_group, groups, workers=workers, window=workers + 1):
+            yield from results
 
-    def _load_and_prepare(self, image: ImageSource, color: str) -> _Loaded:
-        """One photo's name and prepared views, or its error: runs in the decoding threads, so it never raises
-        for a bad photo."""
-        name = source_name(image)
-        try:
-            return _Loaded(name, self.prepare(self.load(image, color=color), name=name), None)
-        except CassavaEdgeError as exc:
-            return _Loaded(name, None, exc.reason if isinstance(exc, ImageError) else str(exc))
-
-    def _classify_group(self, group: list[_Loaded], top_k: int, return_views: bool) -> list[Classification]:
-        names = [loaded.name for loaded in group]
-        prepared = [loaded.prepared for loaded in group]
-        errors = [loaded.error for loaded in group]
+    def _classify_group(
+        self, images: list[ImageSource], color: str, top_k: int, return_views: bool
+    ) -> list[Classification]:
+        names = [source_name(image) for image in images]
+        prepared: list[PreparedImage | None] = []
+        errors: list[str | None] = []
+        for image, name in zip(images, names):
+            try:
+                prepared.append(self.prepare(self.load(image, color=color), name=name))
+                errors.append(None)
+            except CassavaEdgeError as exc:
+                prepared.append(None)
+                errors.append(exc.reason if isinstance(exc, ImageError) else str(exc))
         ready = [p for p in prepared if p is not None]
         probs = self.infer(np.concatenate([p.views for p in ready])) if ready else None
         results, offset = [], 0

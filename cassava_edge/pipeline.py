@@ -1,14 +1,15 @@
 """Overlapping photo decoding with inference on one machine.
 
-`Classifier.classify_many` hands each photo to `ordered_map`: a small pool of threads reads, decodes and prepares
-the photos ahead while the caller's thread runs onnxruntime on the previous group. Threads, not processes: OpenCV
-and numpy release the GIL while they decode, resize and convert, and a thread shares the prepared arrays without
-pickling them. At most `window` photos are in flight, so memory stays flat however long the input is, and the
-results come back in input order.
+`Classifier.classify_many` hands groups of photos to `ordered_map`: a small pool of threads each reads, decodes,
+prepares and classifies a group, so that one thread decodes while another runs onnxruntime. Threads, not
+processes: OpenCV, numpy and onnxruntime release the GIL, and a thread shares the model and the prepared arrays
+without pickling them. At most `window` groups are in flight, so memory stays flat however long the input is,
+and the results come back in input order.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,13 +20,13 @@ from cassava_edge.errors import OptionError
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-# More decoding threads than this only add memory: one photo decodes and prepares ~5x faster than it infers on CPU,
-# and on a GPU box a handful of threads per GPU keep it fed.
+# More threads than this only add memory: on CPU the cores are busy long before, and on a GPU box a handful of
+# threads decoding per GPU keep it fed.
 MAX_DEFAULT_WORKERS = 8
 
 
 def default_workers() -> int:
-    """Decoding threads when the caller does not choose: one per core this process may use, at most 8."""
+    """Worker threads when the caller does not choose: one per core this process may use, at most 8."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -34,12 +35,19 @@ def default_workers() -> int:
 
 
 def check_workers(workers: int | None) -> int:
-    """`workers` as given, or the default for None; 0 means no threads (decode in the caller's thread)."""
+    """`workers` as given, or the default for None; 0 means no threads (all work in the caller's thread)."""
     if workers is None:
         return default_workers()
     if workers < 0:
-        raise OptionError(f"workers must be 0 (no decoding threads) or more, got {workers}")
+        raise OptionError(f"workers must be 0 (no worker threads) or more, got {workers}")
     return workers
+
+
+def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """Lists of `size` consecutive items (the last may be shorter), read lazily (itertools.batched from 3.12)."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def ordered_map(
@@ -57,7 +65,7 @@ def ordered_map(
         return
     if window < 1:
         raise OptionError(f"window must be at least 1, got {window}")
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cassava-edge-decode") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cassava-edge-worker") as pool:
         pending: deque[Future[Result]] = deque()
         try:
             for item in items:

@@ -46,7 +46,7 @@ class ClassifyBatch:
     """The map_batches callable: one Classifier per actor, a batch of paths (or of path + bytes) in, rows out.
 
     On CPU the Classifier uses as many onnxruntime threads as the actor has CPUs, so that actors do not fight over
-    cores; `workers` decoding threads overlap reading with inference inside the actor.
+    cores; `workers` threads overlap decoding with inference inside the actor (see `Classifier.classify_many`).
     """
 
     def __init__(self, classifier_options: Mapping[str, Any], workers: int | None = None) -> None:
@@ -86,7 +86,7 @@ def classify_dataset(
     optionally a ``bytes`` column (from ``read_binary_files(include_paths=True)``). `classifier_options` are
     `Classifier` keyword arguments (model, tta, scan, seed, ...). `actors` Classifiers run at once, each with
     `num_cpus` CPUs and `num_gpus` GPUs; with GPUs the provider is CUDA unless the options say otherwise.
-    `workers` decoding threads run in each actor (default: one per CPU it reserves).
+    `workers` is `classify_many`'s in each actor (default: one thread per CPU it reserves).
     `skip` holds sources to leave out (an earlier run's, from `cassava_edge.rows.done_sources`).
     Ray is started locally if this process is not connected to a cluster yet (``ray.init`` first to choose one).
     """
@@ -104,7 +104,7 @@ def classify_dataset(
         options.setdefault("provider", "cpu")
         options.setdefault("threads", max(1, math.floor(num_cpus)))
     if workers is None:
-        workers = max(1, math.floor(num_cpus))  # decoding threads: one per CPU the actor reserved
+        workers = max(1, math.floor(num_cpus))  # classify_many threads: one per CPU the actor reserved
     dataset = photos if isinstance(photos, ray.data.Dataset) else _paths_dataset(photos, skip or set())
     with warnings.catch_warnings():
         # Ray 2.60 deprecates actor options passed through map_batches' **ray_remote_args (removal planned for

@@ -50,8 +50,9 @@ def bulk_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     decorators = [
         click.option("--workers", type=click.IntRange(min=0),
-                     help="Threads that decode photos while the model runs; 0 decodes between batches "
-                          "[default: one per core, at most 8; on Ray: per actor, 1 per CPU]."),
+                     help="Threads classifying groups of photos side by side, so that decoding overlaps the model; "
+                          "0 does one group after the other [default: one per core, at most 8; on Ray: per actor, "
+                          "one per CPU it reserves]."),
         click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
                      help="local: this process; ray: a Ray Data actor pool (local Ray, --ray-address or RAY_ADDRESS)."),
         click.option("--ray-address", metavar="ADDRESS", envvar="RAY_ADDRESS",
