@@ -79,7 +79,10 @@ setup(
     entry_points={
         # cassava-edge's own commands that live outside the runtime: `cassava-edge benchmark` loads it from here,
         # so the runtime never imports the benchmarks package.
-        "cassava_edge.commands": ["benchmark=cassava_edge_benchmarks.cli:benchmark_command"],
+        "cassava_edge.commands": [
+            "benchmark=cassava_edge_benchmarks.cli:benchmark_command",
+            "benchmark-bulk=cassava_edge_benchmarks.bulk:bulk_command",
+        ],
         "console_scripts": [
             "cassava-edge=cassava_edge.cli:main",
             "cassava-edge-train=cassava_edge_training.cli:main",

@@ -16,6 +16,7 @@ import click
 
 from cassava_edge import __version__
 from cassava_edge.commands.benchmark import benchmark_command
+from cassava_edge.commands.benchmark_bulk import benchmark_bulk
 from cassava_edge.commands.classify import classify
 from cassava_edge.commands.common import UsageFailure
 from cassava_edge.commands.evaluate import evaluate
@@ -65,6 +66,7 @@ for _command in (classify, info, evaluate):
 _benchmark = benchmark_command()
 if _benchmark is not None:
     cli.add_command(_benchmark, "benchmark")
+cli.add_command(benchmark_bulk, "benchmark-bulk")
 
 
 def _silence_stdout() -> None:
