@@ -128,7 +128,7 @@ def print_table(report: dict[str, Any]) -> None:
     click.echo(f"{report['photos']} photos, {report['rounds']} interleaved rounds, plan {report['plan']['scan']} x "
                f"{report['plan']['tta']}, model {Path(report['session']['path']).name}")
     click.echo(f"machine: {machine['cpu']}, {machine['logical_cores']} logical cores, load average "
-               f"{machine['load_average_start']} at start, {machine['load_average_end']} at end")
+               f"{_loads(machine['load_average_start'])} at start, {_loads(machine['load_average_end'])} at end")
     click.echo(f"{'engine':<34} {'photos/s':>9} {'vs workers 0':>13} {'first result':>13}  same results")
     for row in report["rows"]:
         same = "yes" if row["same_statuses_and_labels"] else "NO"
@@ -157,6 +157,10 @@ def bulk_command(folder: str, count: int, rounds: int, workers: int | None, ray_
     print_table(report)
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+
+
+def _loads(averages: list[float] | None) -> str:
+    return "/".join(f"{value:.1f}" for value in averages) if averages else "unknown"
 
 
 def _has_ray() -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import socket
 import warnings
 from pathlib import Path
@@ -140,22 +141,27 @@ def photo_paths(photos: str | Path | Iterable[str | Path]) -> list[Path]:
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, timeout: float = 5.0) -> None:
-    """``ray.init`` on `address` (a cluster's ``host:port``, ``ray://host:port`` or ``auto``), or a local Ray when
-    None and $RAY_ADDRESS is unset; quiet (Ray's errors only, the actors' output not forwarded). An address that
-    does not answer within `timeout` seconds raises SourceError at once, where Ray itself would retry for a minute."""
-    import os
-
+    """``ray.init`` on `address` (a cluster's ``host:port``, ``ray://host:port`` or ``auto``), or a new local Ray
+    with its workers at normal priority when None (and $RAY_ADDRESS is unset) or ``local``. Quiet: Ray's errors
+    only, the actors' output not forwarded. An address that does not answer within `timeout` seconds raises
+    SourceError at once, where Ray itself would retry for a minute."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and address not in ("auto", "local"):
+    local = address in (None, "local")
+    if local:
+        # Ray starts its workers at nice 15 so that its own daemons stay responsive; on the laptop or box where we
+        # start it the actors are the job, and at nice 15 any other busy process starves them (measured here: 10x
+        # slower beside a training run). Ray's job manager sets the same variable for its jobs.
+        os.environ.setdefault("RAY_worker_niceness", "0")
+    elif address != "auto":
         host, _, port = address.removeprefix("ray://").rpartition(":")
         try:
             socket.create_connection((host, int(port)), timeout=timeout).close()
         except (OSError, ValueError) as exc:
             raise SourceError(f"cannot reach the Ray cluster at {address}: {exc}") from None
     try:
-        ray.init(address=address, num_cpus=num_cpus if not address else None, include_dashboard=False,
+        ray.init(address=address, num_cpus=num_cpus if local else None, include_dashboard=False,
                  log_to_driver=False, ignore_reinit_error=True, logging_level=logging.ERROR)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:  # e.g. the port answers but is not Ray's
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -30,16 +30,26 @@ def load_command(name: str) -> click.Command:
         raise UsageFailure(f"the {name} command needs {missing}, which is not installed: {INSTALL_HINT}") from None
 
 
-@click.command(
-    "benchmark",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-    add_help_option=False,  # --help goes to the benchmark itself, which knows its options
+def forwarding_command(name: str, summary: str) -> click.Command:
+    """A command that passes its arguments, --help included, to the installed command registered as `name`."""
+
+    @click.command(
+        name,
+        help=summary,
+        context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+        add_help_option=False,  # --help goes to the command itself, which knows its options
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_context
+    def forward(ctx: click.Context, args: tuple[str, ...]) -> None:
+        load_command(name).main(list(args), prog_name=ctx.command_path)
+
+    return forward
+
+
+benchmark = forwarding_command(
+    "benchmark", "Time the runtime per photo, optionally against the Keras pipeline (--help for the options)."
 )
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.pass_context
-def benchmark(ctx: click.Context, args: tuple[str, ...]) -> None:
-    """Time the runtime per photo, optionally against the Keras pipeline (--help for the options)."""
-    load_command("benchmark").main(list(args), prog_name=ctx.command_path)
 
 
 def benchmark_command() -> click.Command:
