@@ -88,7 +88,7 @@ def classify_dataset(
     `Classifier` keyword arguments (model, tta, scan, seed, ...). `actors` Classifiers run at once, each with
     `num_cpus` CPUs and `num_gpus` GPUs; with GPUs the provider is CUDA unless the options say otherwise.
     `workers` is `classify_many`'s in each actor (default: one thread per CPU it reserves).
-    `skip` holds sources to leave out (an earlier run's, from `cassava_edge.rows.done_sources`).
+    `skip` holds sources to leave out of paths or a folder (an earlier run's, `cassava_edge.rows.done_sources`).
     Ray is started locally if this process is not connected to a cluster yet (``ray.init`` first to choose one).
     """
     import ray.data

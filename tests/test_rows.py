@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -69,3 +70,19 @@ def test_resume_from_makes_the_file_ready_to_append(tmp_path: Path) -> None:
     unterminated.write_text('{"source": "a.jpg"}')
     resume_from(unterminated)
     assert unterminated.read_text() == '{"source": "a.jpg"}\n'
+
+
+def test_the_ray_batch_callable_classifies_paths_or_bytes_without_ray(tiny_model: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow", reason="pyarrow is not installed")
+    from cassava_edge.ray import ClassifyBatch
+
+    good = tmp_path / "good.png"
+    good.write_bytes(cv2.imencode(".png", np.full((32, 32, 3), 90, np.uint8))[1].tobytes())
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a photo")
+    paths = np.array([str(good), str(bad)], dtype=object)
+    classify = ClassifyBatch({"model": tiny_model, "provider": "cpu"}, workers=0)
+    from_paths = classify({"path": paths}).to_pylist()
+    from_bytes = classify({"path": paths, "bytes": np.array([good.read_bytes(), bad.read_bytes()], dtype=object)})
+    assert from_bytes.to_pylist() == from_paths  # named by their paths, not "<bytes>"
+    assert [row["status"] for row in from_paths] == ["ok", "failed"] and from_paths[0]["source"] == str(good)
