@@ -46,7 +46,7 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir={**RENAMED, **BUNDLED_MODELS},
-    package_data={"cassava_edge": ["py.typed"], "cassava_edge.bundled": ["*.onnx", "*.json", "*.txt", "*.md"]},
+    package_data={"cassava_edge": ["py.typed"], "cassava_edge.bundled": ["*.onnx", "*.json", "*.txt", "*.md", "*/*.onnx", "*/*.json"]},
     install_requires=[NUMPY, "opencv-python-headless>=4.8", "click>=8.1,<9"],
     extras_require={
         # Pick exactly one onnxruntime flavour: the two packages overwrite each other.

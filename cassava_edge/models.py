@@ -51,6 +51,14 @@ def bundled_models_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "models"  # running from a checkout that is not installed
 
 
+def bundled_model_names() -> list[str]:
+    """Opt-in models shipped beside the default: the sub-folders of the bundled folder that hold ONNX files."""
+    folder = bundled_models_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(sub.name for sub in folder.iterdir() if sub.is_dir() and any(sub.glob("*.onnx")))
+
+
 def read_model_metadata(path: Path) -> ModelMetadata:
     """The cassava-edge metadata of the ONNX file at `path` (ModelError if missing, not ONNX or not ours)."""
     return ModelMetadata.from_onnx_props(read_metadata_props(path), source=str(path))
@@ -59,7 +67,8 @@ def read_model_metadata(path: Path) -> ModelMetadata:
 def resolve_model(model: str | Path | None, provider: str = "cpu", variant: str | None = None) -> Path:
     """The model file to load.
 
-    `model` is a file (used as is), a folder of variants, or None for the bundled folder. In a folder the
+    `model` is a file (used as is), a folder of variants, the name of a model bundled beside the default one
+    (e.g. "cassava-lite0-512", see `bundled_model_names`), or None for the bundled default. In a folder the
     `variant` precision wins when given; otherwise `provider` ("cpu" or "cuda") picks by PREFERRED_PRECISIONS.
     """
     if variant is not None and variant not in PRECISIONS:
@@ -72,10 +81,13 @@ def resolve_model(model: str | Path | None, provider: str = "cpu", variant: str 
             raise ModelError(f"no bundled model in {folder}; pass --model (or set {MODELS_ENV})")
         return pick_variant(folder, provider, variant)
     path = Path(model).expanduser()
+    if not path.exists() and str(model) in bundled_model_names():
+        path = bundled_models_dir() / str(model)
     if path.is_dir():
         return pick_variant(path, provider, variant)
     if not path.exists():
-        raise ModelError(f"{path}: no such model file or folder")
+        names = ", ".join(bundled_model_names())
+        raise ModelError(f"{path}: no such model file or folder" + (f" (bundled models: {names})" if names else ""))
     if path.suffix.lower() != ".onnx":
         raise ModelError(f"{path}: not an ONNX model (expected a .onnx file)")
     read_metadata_props(path)  # a cheap look at the file, so a non-ONNX file gets a clear message

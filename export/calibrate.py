@@ -36,6 +36,7 @@ from cassava_edge.metadata import SCHEMA_VERSION, Calibration, ModelMetadata, Tr
 from .errors import ExportError, InputError
 from .onnxfile import jsonable, read_metadata, save_with_metadata
 from .photos import crop_photos, image_folder, read_validation_photos
+from .variants import nonstandard_ops
 from .trust import LEAF_KINDS, append_head, fit_logistic, read_not_cassava, sigmoid, with_feature_output
 
 MIN_SHORT_SIDE = 64  # px: below this a photo holds too little leaf to judge (a 1-pixel PNG was once "Healthy")
@@ -147,7 +148,11 @@ def calibrate(folder: Path, name: str, validation: list[LabelledPhoto], cassava_
             continue
         path = files[precision]
         meta = read_metadata(path) if precision != "fp32" else fp32_meta
-        with_head = append_head(onnx.load(str(path)), head.weights, head.bias)
+        proto = onnx.load(str(path))
+        if nonstandard_ops(proto):
+            raise InputError(f"{path}: uses {', '.join(nonstandard_ops(proto))}; the head is appended to QDQ files "
+                             "only (export int8 with a qdq configuration)")
+        with_head = append_head(proto, head.weights, head.bias)
         trust = Trust(min_confidence=0.0, min_short_side=MIN_SHORT_SIDE, not_cassava_output=NOT_CASSAVA_NAME,
                       not_cassava_threshold=1.0)
         staged = replace(meta, schema_version=SCHEMA_VERSION, calibration=None, trust=trust)

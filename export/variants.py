@@ -40,12 +40,15 @@ class Int8Config:
     # u8 weights with u8 activations (U8U8): onnxruntime's x86 kernels widen both to 16 bits before multiplying,
     # so nothing saturates either, and the weights keep all 8 bits.
     weights: str = "s8"
+    # Depthwise convolutions stay float: a 3x3 filter per channel has too few weights to average out rounding,
+    # and Lite0's depthwise layers gain little from int8 kernels while costing most of its int8 error.
+    float_depthwise: bool = False
 
     @property
     def name(self) -> str:
         granularity = "per-channel" if self.per_channel else "per-tensor"
         name = f"{self.quant_format}-{self.activations}{self.weights}-{granularity}"
-        return name + ("-reduce-range" if self.reduce_range else "")
+        return name + ("-reduce-range" if self.reduce_range else "") + ("-float-depthwise" if self.float_depthwise else "")
 
     @property
     def portable(self) -> bool:
@@ -69,6 +72,8 @@ INT8_CONFIGS: tuple[Int8Config, ...] = (
     Int8Config("qdq", True, "u8", weights="u8"),
     Int8Config("qdq", True, "u8", reduce_range=True),
     Int8Config("qdq", True, "s8", reduce_range=True),
+    Int8Config("qdq", True, "s8", reduce_range=True, float_depthwise=True),
+    Int8Config("qdq", True, "u8", reduce_range=True, float_depthwise=True),
 )
 # What an export tries unless told otherwise: portable files whose results do not depend on VNNI.
 DEFAULT_INT8_CONFIGS: tuple[Int8Config, ...] = tuple(c for c in INT8_CONFIGS if c.portable and c.vnni_independent)
@@ -84,6 +89,18 @@ def int8_config(name: str) -> Int8Config:
         if config.name == name:
             return config
     raise ValueError(f"unknown int8 configuration {name!r}; choose from {', '.join(c.name for c in INT8_CONFIGS)}")
+
+
+def depthwise_convs(model: onnx.ModelProto) -> list[str]:
+    """Names of the Conv nodes with one group per input channel (depthwise)."""
+    shapes = {init.name: list(init.dims) for init in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        weight = shapes.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if weight and group > 1 and group == weight[0] and weight[1] == 1:
+            found.append(node.name)
+    return found
 
 
 def prepare_for_quantization(fp32_path: Path, out_path: Path) -> Path:
@@ -108,6 +125,8 @@ def quantize_int8(prepared_path: Path, out_path: Path, config: Int8Config, calib
     input_name = model.graph.input[0].name
     # The final Softmax stays in float: quantised, probabilities would come in steps of 1/256.
     keep_float = [node.name for node in model.graph.node if node.op_type == "Softmax"]
+    if config.float_depthwise:
+        keep_float += depthwise_convs(model)
 
     class Crops(CalibrationDataReader):
         def __init__(self) -> None:

@@ -28,7 +28,7 @@ from tests.datapaths import DATA_DIR, needs_data
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CROP, SHORT_SIDE = 64, 75  # the reference's 512/600 ratio, small enough for a 2-core CPU
 # The portable, VNNI-independent configurations export tries by default, and the QOperator one it used to ship.
-INT8_CONFIGS = "qdq-u8u8-per-channel,qdq-u8s8-per-channel-reduce-range,qoperator-u8s8-per-channel"
+INT8_CONFIGS = "qdq-u8u8-per-channel,qdq-u8s8-per-channel-reduce-range,qdq-s8s8-per-channel-reduce-range"
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------------
@@ -161,9 +161,8 @@ def test_export_writes_fp32_fp16_int8_and_a_report(exported: tuple[Path, str]) -
     candidates = {c["config"]: c for c in report["int8_candidates"]}
     assert set(candidates) == set(INT8_CONFIGS.split(","))
     # QDQ files hold standard ONNX operators only (other runtimes load them); QOperator ones do not.
-    assert candidates["qdq-u8u8-per-channel"].get("nonstandard_ops", []) == []
-    assert candidates["qdq-u8s8-per-channel-reduce-range"].get("nonstandard_ops", []) == []
-    assert any(op.startswith("com.microsoft.") for op in candidates["qoperator-u8s8-per-channel"]["nonstandard_ops"])
+    for config in candidates.values():  # QDQ: standard ONNX operators only, so other runtimes load the files
+        assert config["nonstandard_ops"] == [], config
     assert report["files"]["int8"]["file_size_bytes"] < report["files"]["fp32"]["file_size_bytes"] / 3
     assert report["parity"]["max_softmax_diff"] <= 1e-4 and report["parity"]["photos"] == 8
     assert report["validation"]["photos"] == 10 and report["refused"] == {}

@@ -87,3 +87,19 @@ def test_classifier_loads_the_cpu_variant(variant_folder: Path) -> None:
     assert classifier.session.path.name == "lite.int8.onnx"
     assert classifier.metadata.precision == "int8"
     assert Classifier(variant_folder, provider="cpu", variant="fp32").metadata.precision == "fp32"
+
+
+def test_a_model_bundled_beside_the_default_is_found_by_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bundled = tmp_path / "bundled"
+    _variants(bundled, {"lite.onnx": "fp32", "lite.int8.onnx": "int8"})
+    _variants(bundled / "lite-512", {"lite-512.onnx": "fp32", "lite-512.int8.onnx": "int8"})
+    (bundled / "not-a-model").mkdir()
+    monkeypatch.setenv(MODELS_ENV, str(bundled))
+    from cassava_edge.models import bundled_model_names
+
+    assert bundled_model_names() == ["lite-512"]
+    assert resolve_model("lite-512", "cpu") == bundled / "lite-512" / "lite-512.int8.onnx"
+    assert resolve_model("lite-512", "cpu", "fp32") == bundled / "lite-512" / "lite-512.onnx"
+    assert resolve_model(None, "cpu") == bundled / "lite.int8.onnx"  # the default is still the default
+    with pytest.raises(ModelError, match=r"no such model file or folder \(bundled models: lite-512\)"):
+        resolve_model("lite-1024", "cpu")
