@@ -70,7 +70,8 @@ def append_head(proto: onnx.ModelProto, weights: np.ndarray, bias: float) -> onn
         helper.make_node("Gemm", [cast, w_name, b_name], [NOT_CASSAVA_NAME], name="not_cassava_head"),
     ])
     copy.graph.output.append(helper.make_tensor_value_info(NOT_CASSAVA_NAME, TensorProto.FLOAT, ["batch", 1]))
-    onnx.checker.check_model(copy)
+    # No onnx.checker here: the fp16 converter lists its input Cast last, which the checker calls unsorted although
+    # onnxruntime runs it; export.calibrate loads every file it writes with the runtime instead.
     return copy
 
 
