@@ -74,6 +74,8 @@ setup(
             ONNX,
             # The PyTorch reference implementation that the Lite weight-port test compares against.
             "efficientnet-lite-pytorch==0.1.0",
+            # So that CI runs the Ray Data engine's tests on a local 2-CPU Ray instead of skipping them.
+            "ray[data]>=2.44,<3",
         ],
     },
     entry_points={
