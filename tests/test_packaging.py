@@ -106,9 +106,14 @@ def test_wheel_holds_the_default_model_under_the_project_names(wheel: Path) -> N
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == TOP_LEVEL
-    bundled = {Path(name).name for name in names if name.startswith("cassava_edge/bundled/")}
-    model_files = {p.name for p in (REPO_ROOT / "models").iterdir() if p.suffix in (".onnx", ".json", ".txt", ".md")}
+    prefix = "cassava_edge/bundled/"
+    bundled = {name[len(prefix):] for name in names if name.startswith(prefix)}
+    models = REPO_ROOT / "models"
+    # The default model's files, and the opt-in models in their sub-folders (ONNX files and reports only).
+    model_files = {p.name for p in models.iterdir() if p.suffix in (".onnx", ".json", ".txt", ".md")}
+    model_files |= {str(p.relative_to(models)) for p in models.glob("*/*") if p.suffix in (".onnx", ".json")}
     assert bundled == model_files and any(name.endswith(".onnx") for name in bundled)
+    assert "cassava-lite0-512/cassava-lite0-512.onnx" in bundled
     assert not any(name.endswith(".png") for name in names)
 
 
