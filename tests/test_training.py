@@ -168,6 +168,10 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     train(resumed)
     history = list(csv.DictReader((run / "history.csv").open()))
     assert [row["epoch"] for row in history] == ["0", "1", "2"]
+    # best.keras stays the best epoch of the whole run, the resumed one included.
+    recalls = [float(row["val_macro_recall"]) for row in history]
+    best = json.loads((run / "best.metrics.json").read_text())
+    assert best["macro_recall"] == pytest.approx(max(recalls), abs=1e-6)
 
 
 def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:

@@ -162,7 +162,8 @@ def train(config: TrainConfig) -> Path:
     callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
     callbacks += [
         validation,
-        keras.callbacks.ModelCheckpoint(str(out / BEST_MODEL), monitor=MONITOR, mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(str(out / BEST_MODEL), monitor=MONITOR, mode="max", save_best_only=True,
+                                        initial_value_threshold=_best_so_far(out) if config.resume else None),
         keras.callbacks.ModelCheckpoint(str(out / LAST_MODEL)),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=bool(config.resume)),
     ]
@@ -184,6 +185,18 @@ def train(config: TrainConfig) -> Path:
     plot_history(out / "history.csv", out)
     print(f"{timing['seconds_per_epoch']} s/epoch; run folder {out}")
     return out
+
+
+def _best_so_far(out: Path) -> float | None:
+    """The best monitored figure in the run's history (written every epoch, so also after an interrupted run):
+    a resumed run replaces best.keras only when it beats it."""
+    import csv
+
+    path = out / "history.csv"
+    if not path.is_file():
+        return None
+    values = [float(row[MONITOR]) for row in csv.DictReader(path.open()) if row.get(MONITOR)]
+    return max(values) if values else None
 
 
 def _interactive() -> bool:
