@@ -91,8 +91,13 @@ def test_a_group_shares_onnxruntime_runs(tiny_model: Path, run_calls: list[int])
     grouped = list(classifier.classify_many(photos, batch_images=3))
     assert calls == [5, 5, 5, 5, 4]  # 24 views in ceil(24 / 5) runs, not 2 runs per photo
     calls.clear()
-    single = list(classifier.classify_many(photos, batch_images=1))
+    single = list(classifier.classify_many(photos, batch_images=1, workers=0))
     assert calls == [5, 3] * 3
+    # With decoding threads the groups run side by side, so their calls interleave, but each keeps its own batches.
+    calls.clear()
+    assert [r.probabilities for r in classifier.classify_many(photos, batch_images=1, workers=2)] == \
+        [r.probabilities for r in single]
+    assert sorted(calls) == sorted([5, 3] * 3)
     for a, b in zip(grouped, single):
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
 
