@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 import cassava_edge
 
+from cassava_edge.contract import DEFAULT_SEED
 from cassava_edge.errors import CassavaEdgeError, ImageError, OptionError
 from cassava_edge.imaging import DEFAULT_MAX_MEGAPIXELS, ImageSource, check_color, load_image, source_name
 from cassava_edge.models import resolve_model
@@ -50,7 +51,7 @@ class Classifier:
         threads: int | None = None,
         chunk_size: int | None = None,
         graph_optimization: str = "all",
-        seed: int = 0,
+        seed: int = DEFAULT_SEED,
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         variant: str | None = None,
         min_confidence: float | None = None,

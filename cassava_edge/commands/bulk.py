@@ -7,10 +7,9 @@ loads or Ray starts, and every failure is one line (exit 2).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.util
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import click
 
@@ -20,6 +19,7 @@ from cassava_edge.commands.common import (
     UsageFailure,
     check_output_path,
     given_on_command_line,
+    option_group,
 )
 from cassava_edge.results import Classification
 from cassava_edge.rows import ParquetWriter, not_done, resume_from
@@ -40,36 +40,26 @@ class BulkOptions:
     resume: str | None
 
 
-def bulk_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the bulk-run options; the command receives them as `bulk: BulkOptions`."""
-
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> Any:
-        fields = BulkOptions.__dataclass_fields__
-        return command(bulk=BulkOptions(**{name: kwargs.pop(name) for name in fields}), **kwargs)
-
-    decorators = [
-        click.option("--workers", type=click.IntRange(min=0),
-                     help="Threads classifying groups of photos side by side, so that decoding overlaps the model; "
-                          "0 does one group after the other [default: one per core, at most 8; on Ray: per actor, "
-                          "one per CPU it reserves]."),
-        click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
-                     help="local: this process; ray: a Ray Data actor pool (local Ray, --ray-address or RAY_ADDRESS)."),
-        click.option("--ray-address", metavar="ADDRESS", envvar="RAY_ADDRESS",
-                     help="Ray cluster to run on (host:port, ray://host:port or auto) [default: start a local Ray]."),
-        click.option("--actors", type=click.IntRange(min=1),
-                     help="Ray: Classifiers running at once [default: the cluster's CPUs (or GPUs) / per actor]."),
-        click.option("--cpus-per-actor", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-                     help="Ray: CPUs each actor reserves (also its onnxruntime threads)."),
-        click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
-                     help="Ray: GPUs each actor reserves; above 0 the actors run on CUDA."),
-        click.option("--resume", type=click.Path(dir_okay=False), metavar="FILE", callback=check_output_path,
-                     help="Skip the photos FILE (JSON lines of an earlier run) already holds and append the new "
-                          "results to it."),
-    ]
-    for decorate in reversed(decorators):
-        wrapper = decorate(wrapper)
-    return wrapper
+# Adds the bulk-run options; the command receives them as `bulk: BulkOptions`.
+bulk_options = option_group(BulkOptions, "bulk", [
+    click.option("--workers", type=click.IntRange(min=0),
+                 help="Threads classifying groups of photos side by side, so that decoding overlaps the model; "
+                      "0 does one group after the other [default: one per core, at most 8; on Ray: per actor, "
+                      "one per CPU it reserves]."),
+    click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                 help="local: this process; ray: a Ray Data actor pool (local Ray, --ray-address or RAY_ADDRESS)."),
+    click.option("--ray-address", metavar="ADDRESS", envvar="RAY_ADDRESS",
+                 help="Ray cluster to run on (host:port, ray://host:port or auto) [default: start a local Ray]."),
+    click.option("--actors", type=click.IntRange(min=1),
+                 help="Ray: Classifiers running at once [default: the cluster's CPUs (or GPUs) / per actor]."),
+    click.option("--cpus-per-actor", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                 help="Ray: CPUs each actor reserves (also its onnxruntime threads)."),
+    click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                 help="Ray: GPUs each actor reserves; above 0 the actors run on CUDA."),
+    click.option("--resume", type=click.Path(dir_okay=False), metavar="FILE", callback=check_output_path,
+                 help="Skip the photos FILE (JSON lines of an earlier run) already holds and append the new "
+                      "results to it."),
+])
 
 
 def check_bulk_options(

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import click
 from click.core import ParameterSource
 
+from cassava_edge.contract import DEFAULT_SEED
 from cassava_edge.classifier import Classifier
 from cassava_edge.errors import CassavaEdgeError
 from cassava_edge.models import PRECISIONS
@@ -42,33 +43,41 @@ class ClassifierOptions:
     min_confidence: float | None
 
 
-def classifier_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the options that build a Classifier; the command receives them as `options: ClassifierOptions`."""
+def option_group(
+    packed_as: type, keyword: str, options: list[Callable[[Callable[..., Any]], Any]]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator that adds the click `options` to a command, which receives their values packed into one
+    `packed_as` dataclass (its fields named as the options) as the keyword argument `keyword`."""
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> Any:
-        fields = ClassifierOptions.__dataclass_fields__
-        options = ClassifierOptions(**{name: kwargs.pop(name) for name in fields})
-        return command(options=options, **kwargs)
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            packed = packed_as(**{name: kwargs.pop(name) for name in packed_as.__dataclass_fields__})
+            return command(**{keyword: packed}, **kwargs)
 
-    decorators = [
-        click.option("--model", type=click.Path(), help="Model file or folder of variants [default: bundled model]."),
-        click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
-                     help="Execution provider; auto uses CUDA when it loads, else CPU."),
-        click.option("--variant", type=click.Choice(PRECISIONS), help="Precision to pick from a model folder."),
-        click.option("--threads", type=click.IntRange(min=1),
-                     help="onnxruntime intra-op threads [default: onnxruntime's, one per physical core]."),
-        click.option("--chunk-size", type=click.IntRange(min=1),
-                     help="Views per onnxruntime call [default: 4 on CPU, 32 on CUDA]."),
-        click.option("--tta", type=click.Choice(TTA_PRESETS), help="Test-time augmentation [default: the model's]."),
-        click.option("--scan", type=click.Choice(SCAN_PLANS), help="Crop plan [default: the model's]."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the 'seed' TTA preset."),
-        click.option("--min-confidence", type=click.FloatRange(0, 1),
-                     help="Calibrated confidence under which a photo is 'uncertain' [default: the model's]."),
-    ]
-    for decorate in reversed(decorators):
-        wrapper = decorate(wrapper)
-    return wrapper
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
+
+
+# Adds the options that build a Classifier; the command receives them as `options: ClassifierOptions`.
+classifier_options = option_group(ClassifierOptions, "options", [
+    click.option("--model", type=click.Path(), help="Model file or folder of variants [default: bundled model]."),
+    click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
+                 help="Execution provider; auto uses CUDA when it loads, else CPU."),
+    click.option("--variant", type=click.Choice(PRECISIONS), help="Precision to pick from a model folder."),
+    click.option("--threads", type=click.IntRange(min=1),
+                 help="onnxruntime intra-op threads [default: onnxruntime's, one per physical core]."),
+    click.option("--chunk-size", type=click.IntRange(min=1),
+                 help="Views per onnxruntime call [default: 4 on CPU, 32 on CUDA]."),
+    click.option("--tta", type=click.Choice(TTA_PRESETS), help="Test-time augmentation [default: the model's]."),
+    click.option("--scan", type=click.Choice(SCAN_PLANS), help="Crop plan [default: the model's]."),
+    click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the 'seed' TTA preset."),
+    click.option("--min-confidence", type=click.FloatRange(0, 1),
+                 help="Calibrated confidence under which a photo is 'uncertain' [default: the model's]."),
+])
 
 
 def build_classifier(options: ClassifierOptions) -> Classifier:
