@@ -7,6 +7,14 @@ from typing import Any, Sequence
 import numpy as np
 
 
+def mean_per_photo(rows: np.ndarray, owner: np.ndarray, photos: int) -> np.ndarray:
+    """(photos, k) float64: the mean of the `rows` (crops x k) of each photo, `owner[i]` being row i's photo, as
+    the runtime averages a photo's crops (a photo without rows gets zeros)."""
+    sums = np.zeros((photos, rows.shape[1]), np.float64)
+    np.add.at(sums, owner, rows)
+    return sums / np.maximum(np.bincount(owner, minlength=photos), 1)[:, None]
+
+
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
     """Counts: rows are the ground truth, columns the prediction."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)

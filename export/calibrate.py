@@ -30,11 +30,10 @@ from cassava_edge import calibration as cal
 from cassava_edge.classifier import Classifier
 from cassava_edge.contract import NOT_CASSAVA_NAME
 from cassava_edge.labelled import LabelledPhoto
-from cassava_edge.metrics import classification_report
+from cassava_edge.metrics import classification_report, mean_per_photo
 from cassava_edge.metadata import SCHEMA_VERSION, Calibration, ModelMetadata, Trust
 
 from .errors import ExportError, InputError
-from .measure import photo_probabilities
 from .onnxfile import jsonable, read_metadata, save_with_metadata
 from .photos import crop_photos, image_folder, read_validation_photos
 from .variants import nonstandard_ops
@@ -70,7 +69,7 @@ def photo_features(model: onnx.ModelProto, paths: Sequence[Path], meta: ModelMet
         raise ExportError(f"{len(paths) - len(crops.photos)} photos could not be read")
     rows = [session.run([features_name], {meta.input.name: crops.crops[i : i + 8].astype(np.float32)})[0]
             for i in range(0, len(crops), 8)]
-    return photo_probabilities(np.concatenate(rows), crops.owner, len(paths))  # a mean per photo, like the scores
+    return mean_per_photo(np.concatenate(rows), crops.owner, len(paths))
 
 
 def cassava_training_photos(folders: Sequence[Path], exclude: set[str], count: int, seed: int) -> list[Path]:

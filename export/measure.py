@@ -11,6 +11,7 @@ import numpy as np
 
 from cassava_edge.contract import DEFAULT_CHUNK_SIZE_CPU
 from cassava_edge.errors import ModelError
+from cassava_edge.metrics import mean_per_photo
 from cassava_edge.session import OnnxSession
 from .errors import ExportError
 
@@ -54,12 +55,6 @@ def interleaved_latency_ms(models: dict[str, Path], batch: np.ndarray, rounds: i
     return {key: float(np.median(values) * 1000.0) for key, values in times.items()}
 
 
-def photo_probabilities(crop_probs: np.ndarray, owner: np.ndarray, photos: int) -> np.ndarray:
-    """Average the crops of each photo, as the runtime does (without TTA)."""
-    sums = np.zeros((photos, crop_probs.shape[1]), np.float64)
-    np.add.at(sums, owner, crop_probs)
-    counts = np.bincount(owner, minlength=photos)[:, None]
-    return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
 def accuracy(photo_probs: np.ndarray, labels: np.ndarray) -> float:
@@ -101,7 +96,7 @@ def measure(path: Path, precision: str, data: MeasureSet, reference: np.ndarray 
     probs = onnx_probabilities(path, data.crops)
     photo_acc = None
     if data.labels is not None:
-        photo_acc = accuracy(photo_probabilities(probs, data.owner, len(data.labels)), data.labels)
+        photo_acc = accuracy(mean_per_photo(probs, data.owner, len(data.labels)), data.labels)
     if reference is None:
         reference, reference_accuracy = probs, photo_acc
     figures = Figures(

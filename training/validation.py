@@ -13,7 +13,7 @@ import numpy as np
 from cassava_edge.errors import CassavaEdgeError
 from cassava_edge.imaging import load_image
 from cassava_edge.metadata import CASSAVA_LABELS
-from cassava_edge.metrics import classification_report
+from cassava_edge.metrics import classification_report, mean_per_photo
 from cassava_edge.scan import make_crops
 
 from .data import DataError, Sample
@@ -47,10 +47,7 @@ def photo_probabilities(model, views: PlanViews, count: int, batch_size: int = 1
     """(photos, classes): the model's probabilities averaged over each photo's crops."""
     rows = [model.predict_on_batch(views.crops[i : i + batch_size].astype(np.float32))
             for i in range(0, len(views.crops), batch_size)]
-    probs = np.concatenate([np.asarray(r) for r in rows]).astype(np.float64)
-    sums = np.zeros((count, probs.shape[1]))
-    np.add.at(sums, views.photo_of_view, probs)
-    return sums / np.bincount(views.photo_of_view, minlength=count)[:, None]
+    return mean_per_photo(np.concatenate([np.asarray(r) for r in rows]), views.photo_of_view, count)
 
 
 def report(probs: np.ndarray, labels: np.ndarray) -> dict:
