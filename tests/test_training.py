@@ -186,3 +186,64 @@ def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # stopped before anything was written or TensorFlow loaded
+
+
+def _mix(kind: str, probability: float, seed: int):
+    tf = pytest.importorskip("tensorflow")
+    from cassava_edge_training.data import mix_batch
+
+    tf.random.set_seed(seed)
+    # Image i is filled with the value i, so every pixel says which image it came from.
+    images = tf.constant(np.arange(4, dtype=np.float32)[:, None, None, None] * np.ones((4, 8, 12, 3), np.float32))
+    targets = tf.one_hot([0, 1, 2, 3], 5)
+    weights = tf.constant([1.0, 2.0, 3.0, 4.0])
+    mixed, mixed_targets, mixed_weights = mix_batch(images, targets, weights, kind=kind, alpha=1.0,
+                                                    probability=probability)
+    return images.numpy(), mixed.numpy(), mixed_targets.numpy(), mixed_weights.numpy()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cutmix_mixes_targets_by_the_pasted_area(seed: int) -> None:
+    images, mixed, targets, weights = _mix("cutmix", 1.0, seed)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
+    for i in range(4):
+        pixels = mixed[i, :, :, 0]
+        assert set(np.unique(pixels)) <= {float(i), *map(float, range(4))}
+        own = float(np.mean(pixels == i))
+        if own < 1.0:  # another photo was pasted: the target says how much of each
+            other = int(np.unique(pixels[pixels != i])[0])
+            assert targets[i, other] == pytest.approx(1 - own, abs=1e-6)
+            assert weights[i] == pytest.approx(own * (i + 1) + (1 - own) * (other + 1), abs=1e-5)
+        assert targets[i, i] == pytest.approx(own, abs=1e-6)
+
+
+def test_mixup_blends_images_and_targets_alike() -> None:
+    images, mixed, targets, _ = _mix("mixup", 1.0, 3)
+    for i in range(4):
+        value = float(mixed[i, 0, 0, 0])  # a blend of two images' values, weighted as the targets are
+        np.testing.assert_allclose(mixed[i], value)
+        assert float(targets[i] @ np.arange(5)) == pytest.approx(value, abs=1e-5)
+
+
+def test_no_mixing_at_probability_zero_and_unknown_kind_refused() -> None:
+    images, mixed, targets, weights = _mix("both", 0.0, 1)
+    np.testing.assert_array_equal(mixed, images)
+    np.testing.assert_array_equal(targets, np.eye(5)[:4])
+    np.testing.assert_array_equal(weights, [1, 2, 3, 4])
+    with pytest.raises(ValueError, match="mix must be"):
+        _mix("cutout", 1.0, 0)
+
+
+def test_epoch_order_draws_the_asked_class_shares() -> None:
+    from cassava_edge_training.data import epoch_order
+
+    labels = [0] * 20 + [1] * 80 + [3] * 400  # 500 photos, three classes of very different sizes
+    rng = np.random.default_rng(0)
+    uniform = epoch_order(labels, "uniform", rng)
+    assert sorted(uniform) == list(range(500))  # each photo once
+    for mode, expected in (("balanced", [1 / 3, 1 / 3, 1 / 3]), ("sqrt", np.sqrt([20, 80, 400]))):
+        drawn = np.concatenate([epoch_order(labels, mode, rng) for _ in range(20)])
+        shares = np.bincount(np.asarray(labels)[drawn], minlength=5)[[0, 1, 3]] / len(drawn)
+        np.testing.assert_allclose(shares, np.asarray(expected) / np.sum(expected), atol=0.02)
+    with pytest.raises(ValueError, match="sampling must be"):
+        epoch_order(labels, "oversample", rng)

@@ -29,6 +29,12 @@ _UNSET = None
 @click.option("--freeze-blocks", type=int, help="Keep the stem and the first N backbone blocks frozen.")
 @click.option("--ema-momentum", type=float, help="Validate and checkpoint an EMA of the weights (e.g. 0.99).")
 @click.option("--class-weights", type=click.Choice(["none", "balanced", "sqrt"]))
+@click.option("--sampling", type=click.Choice(["uniform", "balanced", "sqrt"]),
+              help="Class-balanced sampling: draw each epoch's photos with these class shares [default: uniform].")
+@click.option("--mix", type=click.Choice(["none", "cutmix", "mixup", "both"]),
+              help="CutMix and/or MixUp batches (both: one of the two per batch).")
+@click.option("--mix-alpha", type=float, help="Beta(alpha, alpha) of the mixing ratio [default: 1.0].")
+@click.option("--mix-probability", type=float, help="Share of batches mixed [default: 0.5].")
 @click.option("--validation-fraction", type=float)
 @click.option("--validation-list", type=click.Path(exists=True, dir_okay=False), help="Ids to validate on.")
 @click.option("--validation-folder", help="Data folder the validation split is taken from (default: the first).")

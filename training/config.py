@@ -32,6 +32,8 @@ class TrainConfig:
     freeze_blocks: int = 0
     ema_momentum: float = 0.0  # > 0: validate and checkpoint an exponential moving average of the weights
     class_weights: str = "none"  # "none" | "balanced" | "sqrt" (square root of balanced: gentler)
+    # How each epoch draws its photos: "uniform" (each once) or, with replacement, "balanced" / "sqrt" class shares.
+    sampling: str = "uniform"
     validation_fraction: float = 0.2
     validation_list: str | None = None  # a file of image ids (one per line, or a CSV with image_id) to validate on
     validation_folder: str | None = None  # which data folder the validation split is taken from (default: first)
@@ -40,6 +42,11 @@ class TrainConfig:
     rotation: float = 0.25
     zoom: tuple[float, float] = (-0.2, 0.0)
     contrast: float = 0.2
+    # Batch mixing on top of the stack: "none", "cutmix", "mixup" or "both" (one of the two per batch), applied to
+    # a batch with probability mix_probability, ratio drawn from Beta(mix_alpha, mix_alpha).
+    mix: str = "none"
+    mix_alpha: float = 1.0
+    mix_probability: float = 0.5
     skip_bad: bool = False
     max_images: int | None = None  # per folder, for smoke tests
     resume: str | None = None  # a checkpoint (.keras) to continue from

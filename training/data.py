@@ -149,6 +149,26 @@ def class_weights(samples: list[Sample], mode: str) -> dict[int, float] | None:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+SAMPLING_MODES = ("uniform", "balanced", "sqrt")
+
+
+def epoch_order(labels: list[int], mode: str, rng: np.random.Generator) -> np.ndarray:
+    """The photo indices of one training epoch (as many draws as photos).
+
+    `uniform`: every photo once, shuffled. `balanced`: drawn with replacement so that each class is drawn equally
+    often on average; `sqrt`: class shares proportional to the square root of their sizes (gentler). The sampling
+    counterpart of `class_weights`: rare classes are seen more often instead of weighing more per photo.
+    """
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, not {mode!r}")
+    if mode == "uniform":
+        return rng.permutation(len(labels))
+    label_array = np.asarray(labels)
+    counts = np.bincount(label_array, minlength=NUM_CLASSES).astype(float)
+    per_photo = 1.0 / counts[label_array] if mode == "balanced" else 1.0 / np.sqrt(counts[label_array])
+    return rng.choice(len(labels), size=len(labels), replace=True, p=per_photo / per_photo.sum())
+
+
 def load_training_photo(sample: Sample, short_side: int, crop_size: int) -> np.ndarray:
     """A photo as the runtime decodes it (RGB uint8, EXIF-upright), given back its true aspect ratio, and
     brought to training scale with the runtime's resize (shorter side `short_side`, never under the crop)."""
@@ -176,7 +196,7 @@ def load_photos(samples: list[Sample], short_side: int, crop_size: int, workers:
 
 
 def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int, batch_size: int, training: bool,
-                 seed: int, augment=None, weights: dict[int, float] | None = None):
+                 seed: int, augment=None, weights: dict[int, float] | None = None, sampling: str = "uniform"):
     """tf.data over decoded photos: (random) crop, batch, augment, prefetch.
 
     Training takes a random crop of each photo; otherwise the centre crop."""
@@ -185,7 +205,7 @@ def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int,
     rng = np.random.default_rng(seed)
 
     def generate():
-        order = rng.permutation(len(photos)) if training else range(len(photos))
+        order = epoch_order(labels, sampling, rng) if training else range(len(photos))
         for index in order:
             yield photos[index], labels[index]
 
@@ -218,3 +238,51 @@ def centre_crops(photos: list[np.ndarray], crop_size: int, limit: int = 200, see
         top, left = (photo.shape[0] - crop_size) // 2, (photo.shape[1] - crop_size) // 2
         crops.append(photo[top : top + crop_size, left : left + crop_size])
     return np.stack(crops).astype(np.float32) / 255.0
+
+
+MIX_KINDS = ("none", "cutmix", "mixup", "both")
+
+
+def mix_batch(images, targets, weights=None, *, kind: str, alpha: float, probability: float):
+    """CutMix / MixUp on one batch of one-hot targets: each batch is mixed with a shuffled copy of itself.
+
+    With `probability` a batch is mixed at all; `both` picks CutMix or MixUp per batch with even odds. The mixing
+    ratio is drawn from Beta(alpha, alpha); CutMix pastes a box of that share of the area, and the targets (and
+    sample weights) are mixed by the area actually pasted. Runs inside tf.data, so it costs no training step time.
+    """
+    import tensorflow as tf
+
+    if kind not in MIX_KINDS:
+        raise ValueError(f"mix must be one of {', '.join(MIX_KINDS)}, not {kind!r}")
+    if kind == "none":
+        return (images, targets) if weights is None else (images, targets, weights)
+    batch = tf.shape(images)[0]
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    order = tf.random.shuffle(tf.range(batch))
+    gamma_a = tf.random.gamma((), alpha)
+    gamma_b = tf.random.gamma((), alpha)
+    lam = gamma_a / (gamma_a + gamma_b)  # Beta(alpha, alpha)
+    use_cutmix = tf.constant(kind == "cutmix") | ((kind == "both") & (tf.random.uniform(()) < 0.5))
+
+    def cutmix():
+        cut_h = tf.cast(tf.cast(height, tf.float32) * tf.sqrt(1.0 - lam), tf.int32)
+        cut_w = tf.cast(tf.cast(width, tf.float32) * tf.sqrt(1.0 - lam), tf.int32)
+        top = tf.random.uniform((), 0, height - cut_h + 1, dtype=tf.int32)
+        left = tf.random.uniform((), 0, width - cut_w + 1, dtype=tf.int32)
+        rows = tf.range(height)[:, None]
+        cols = tf.range(width)[None, :]
+        box = (rows >= top) & (rows < top + cut_h) & (cols >= left) & (cols < left + cut_w)
+        box = tf.cast(box, images.dtype)[None, :, :, None]
+        pasted = tf.cast(cut_h * cut_w, tf.float32) / tf.cast(height * width, tf.float32)
+        return images * (1 - box) + tf.gather(images, order) * box, 1.0 - pasted
+
+    def mixup():
+        return images * lam + tf.gather(images, order) * (1 - lam), lam
+
+    mix = tf.random.uniform(()) < probability
+    mixed, kept = tf.cond(mix, lambda: tf.cond(use_cutmix, cutmix, mixup), lambda: (images, tf.constant(1.0)))
+    targets = targets * kept + tf.gather(targets, order) * (1 - kept)
+    if weights is None:
+        return mixed, targets
+    return mixed, targets, weights * kept + tf.gather(weights, order) * (1 - kept)
+

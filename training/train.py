@@ -18,7 +18,7 @@ from cassava_edge.labelled import read_ids
 from cassava_edge.metadata import CASSAVA_LABELS
 from .config import TrainConfig
 from .data import (
-    NUM_CLASSES, DataError, Sample, centre_crops, class_weights, load_photos, make_dataset, parse_aspect,
+    NUM_CLASSES, DataError, Sample, centre_crops, class_weights, load_photos, make_dataset, mix_batch, parse_aspect,
     read_kaggle_folder, stratified_split,
 )
 from .validation import MONITOR, VALIDATION_PLANS, make_callback
@@ -125,7 +125,8 @@ def train(config: TrainConfig) -> Path:
     weights = class_weights(train_samples, config.class_weights)
     aug = augmentation(config.rotation, tuple(config.zoom), config.contrast, config.seed)
     train_ds = make_dataset(photos, [s.label for s in train_samples], crop_size=config.crop_size,
-                            batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights)
+                            batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights,
+                            sampling=config.sampling)
     steps = math.ceil(len(train_samples) / config.batch_size)
     validation = make_callback(val_samples, config.photo_short_side, config.crop_size)
 
@@ -148,7 +149,7 @@ def train(config: TrainConfig) -> Path:
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(1, config.epochs * steps), alpha=config.cosine_alpha)
         ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum > 0 else {}
-        if config.label_smoothing > 0:
+        if config.label_smoothing > 0 or config.mix != "none":  # mixed targets are not one class
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         else:
             loss = keras.losses.SparseCategoricalCrossentropy()
@@ -157,6 +158,11 @@ def train(config: TrainConfig) -> Path:
         import tensorflow as tf
 
         train_ds = train_ds.map(lambda x, y, *w: (x, tf.one_hot(y, NUM_CLASSES), *w))
+        if config.mix != "none":
+            train_ds = train_ds.map(lambda x, y, *w: mix_batch(x, y, *w, kind=config.mix, alpha=config.mix_alpha,
+                                                               probability=config.mix_probability))
+    elif config.mix != "none":
+        raise ValueError(f"{config.resume}: --mix needs a model compiled with one-hot targets")
 
     # Order matters: the EMA weights are swapped in before validation scores them and the checkpoints save them.
     callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
