@@ -87,6 +87,22 @@ def test_squeezed_photos_get_their_true_aspect_back() -> None:
     assert load_training_photo(as_stored, short_side=75, crop_size=64).shape == (75, 75, 3)
 
 
+def test_class_weights_can_be_counted_on_one_folder() -> None:
+    def samples(folder: str, counts: list[int]) -> list[Sample]:
+        return [Sample("p", label, "i", folder) for label, n in enumerate(counts) for _ in range(n)]
+
+    # The originals' mix, and a second folder with no CBB or CMD and most of the Healthy photos.
+    mixed = samples("cassava", [30, 90, 90, 450, 90]) + samples("roboflow", [0, 70, 410, 0, 400])
+    overall = class_weights(mixed, "balanced")
+    originals = class_weights(mixed, "balanced", folder="cassava")
+    assert overall is not None and originals is not None
+    # Over all folders Healthy looks common (490) and weighs ~1/16 of CBB; among the originals it is 3x CBB.
+    assert overall[0] / overall[4] == pytest.approx(490 / 30)
+    assert originals[0] / originals[4] == pytest.approx(90 / 30)
+    with pytest.raises(DataError, match="no training photos of CBB, CMD"):
+        class_weights(mixed, "sqrt", folder="roboflow")
+
+
 def test_aspect_must_be_a_ratio() -> None:
     assert parse_aspect("4:3") == pytest.approx(4 / 3)
     for bad in ("4:0", "wide", "0"):
@@ -172,6 +188,48 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     recalls = [float(row["val_macro_recall"]) for row in history]
     best = json.loads((run / "best.metrics.json").read_text())
     assert best["macro_recall"] == pytest.approx(max(recalls), abs=1e-6)
+
+    # Distillation: a new run taught by this one's checkpoint, class weights counted on the originals only.
+    student = TrainConfig(**{**config.__dict__, "output": str(tmp_path / "student"), "epochs": 1,
+                             "teachers": [str(run / "best.keras")], "distill_weight": 0.5,
+                             "class_weights": "sqrt", "class_weight_folder": "cassava"})
+    taught = train(student)
+    assert json.loads((taught / "config.json").read_text())["teachers"] == [str(run / "best.keras")]
+    assert len(list(csv.DictReader((taught / "history.csv").open()))) == 1
+
+
+def test_soft_targets_blend_labels_with_the_teachers() -> None:
+    from cassava_edge_training.distill import soft_targets
+
+    teacher = np.array([[0.2, 0.2, 0.2, 0.2, 0.2], [0.0, 0.0, 0.0, 0.1, 0.9]], np.float32)
+    targets = soft_targets([0, 4], teacher, 0.25)
+    np.testing.assert_allclose(targets, [[0.8, 0.05, 0.05, 0.05, 0.05], [0.0, 0.0, 0.0, 0.025, 0.975]], atol=1e-6)
+    with pytest.raises(ValueError, match="distill_weight"):
+        soft_targets([0], teacher[:1], 0.0)
+
+
+def test_dataset_pairs_each_photo_with_its_own_target_row_and_label_weight() -> None:
+    pytest.importorskip("tensorflow")
+    from cassava_edge_training.data import make_dataset
+
+    # Photo i is filled with the value i; its target row is i/10 in every class and its label is i % 2.
+    photos = [np.full((10, 12, 3), i, np.uint8) for i in range(6)]
+    labels = [i % 2 for i in range(6)]
+    targets = np.repeat(np.arange(6, dtype=np.float32)[:, None] / 10, 5, axis=1)
+    weights = {0: 1.0, 1: 3.0, 2: 1.0, 3: 1.0, 4: 1.0}
+    ds = make_dataset(photos, labels, crop_size=8, batch_size=4, training=True, seed=1, weights=weights,
+                      targets=targets)
+    seen = []
+    for images, rows, sample_weights in ds:
+        for image, row, weight in zip(images.numpy(), rows.numpy(), sample_weights.numpy()):
+            index = int(image[0, 0, 0])
+            np.testing.assert_allclose(row, targets[index])
+            assert weight == weights[labels[index]]
+            seen.append(index)
+    assert sorted(seen) == list(range(6))
+    plain = make_dataset(photos, labels, crop_size=8, batch_size=6, training=False, seed=1)
+    images, got_labels = next(iter(plain))
+    assert got_labels.numpy().tolist() == [int(image[0, 0, 0]) % 2 for image in images.numpy()]
 
 
 def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:

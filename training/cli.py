@@ -29,12 +29,17 @@ _UNSET = None
 @click.option("--freeze-blocks", type=int, help="Keep the stem and the first N backbone blocks frozen.")
 @click.option("--ema-momentum", type=float, help="Validate and checkpoint an EMA of the weights (e.g. 0.99).")
 @click.option("--class-weights", type=click.Choice(["none", "balanced", "sqrt"]))
+@click.option("--class-weight-folder", metavar="FOLDER",
+              help="Count classes for --class-weights in this data folder only (e.g. cassava) [default: all].")
 @click.option("--sampling", type=click.Choice(["uniform", "balanced", "sqrt"]),
               help="Class-balanced sampling: draw each epoch's photos with these class shares [default: uniform].")
 @click.option("--mix", type=click.Choice(["none", "cutmix", "mixup", "both"]),
               help="CutMix and/or MixUp batches (both: one of the two per batch).")
 @click.option("--mix-alpha", type=float, help="Beta(alpha, alpha) of the mixing ratio [default: 1.0].")
 @click.option("--mix-probability", type=float, help="Share of batches mixed [default: 0.5].")
+@click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Distil from this checkpoint (repeatable: the teachers' mean) [default: none].")
+@click.option("--distill-weight", type=float, help="Share of the teachers in the targets [default: 0.5].")
 @click.option("--validation-fraction", type=float)
 @click.option("--validation-list", type=click.Path(exists=True, dir_okay=False), help="Ids to validate on.")
 @click.option("--validation-folder", help="Data folder the validation split is taken from (default: the first).")
@@ -45,10 +50,13 @@ _UNSET = None
 @click.option("--initial-epoch", type=int)
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False),
               help="Start from this checkpoint's weights (any crop size) with a new schedule.")
-def main(config_file: str | None, data: tuple[str, ...], restore_aspect: tuple[str, ...], **options) -> None:
+def main(config_file: str | None, data: tuple[str, ...], restore_aspect: tuple[str, ...],
+         teachers: tuple[str, ...], **options) -> None:
     """Train on Kaggle-layout folders (train.csv + train_images/) and write a run folder."""
     if data:
         options["data"] = list(data)
+    if teachers:
+        options["teachers"] = list(teachers)
     if restore_aspect:
         pairs = [item.partition("=") for item in restore_aspect]
         if any(not name or not ratio for name, _, ratio in pairs):

@@ -32,6 +32,11 @@ class TrainConfig:
     freeze_blocks: int = 0
     ema_momentum: float = 0.0  # > 0: validate and checkpoint an exponential moving average of the weights
     class_weights: str = "none"  # "none" | "balanced" | "sqrt" (square root of balanced: gentler)
+    # Count the classes for class_weights in this data folder's training photos only (e.g. "cassava", the
+    # originals users' photos look like). Counted over all folders, a folder with another class mix (the Roboflow
+    # copies: no CBB, 4/5 of all Healthy) shrinks the weight of its classes for the originals too, and a model that
+    # can tell the folders apart learns a distorted prior for original-looking photos (Healthy -> CBB).
+    class_weight_folder: str | None = None
     # How each epoch draws its photos: "uniform" (each once) or, with replacement, "balanced" / "sqrt" class shares.
     sampling: str = "uniform"
     validation_fraction: float = 0.2
@@ -47,6 +52,10 @@ class TrainConfig:
     mix: str = "none"
     mix_alpha: float = 1.0
     mix_probability: float = 0.5
+    # Knowledge distillation: checkpoints (.keras, any input size) whose mean probabilities on each training photo
+    # are blended into its targets with distill_weight (see distill.py). Empty: plain labels.
+    teachers: list[str] = field(default_factory=list)
+    distill_weight: float = 0.5
     skip_bad: bool = False
     max_images: int | None = None  # per folder, for smoke tests
     resume: str | None = None  # a checkpoint (.keras) to continue from

@@ -135,10 +135,16 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple
     return train, val
 
 
-def class_weights(samples: list[Sample], mode: str) -> dict[int, float] | None:
+def class_weights(samples: list[Sample], mode: str, folder: str | None = None) -> dict[int, float] | None:
+    """Per-class loss weights from the class counts of `samples` (of data folder `folder` only, when given)."""
     if mode == "none":
         return None
+    if folder is not None:
+        samples = [s for s in samples if s.folder == folder]
     counts = np.bincount([s.label for s in samples], minlength=NUM_CLASSES).astype(float)
+    if folder is not None and not counts.all():
+        missing = [CASSAVA_LABELS[i] for i in np.flatnonzero(counts == 0)]
+        raise DataError(f"class_weight_folder {folder} has no training photos of {', '.join(missing)}")
     balanced = counts.sum() / (NUM_CLASSES * np.maximum(counts, 1))
     if mode == "balanced":
         weights = balanced
@@ -196,36 +202,44 @@ def load_photos(samples: list[Sample], short_side: int, crop_size: int, workers:
 
 
 def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int, batch_size: int, training: bool,
-                 seed: int, augment=None, weights: dict[int, float] | None = None, sampling: str = "uniform"):
+                 seed: int, augment=None, weights: dict[int, float] | None = None, sampling: str = "uniform",
+                 targets: np.ndarray | None = None):
     """tf.data over decoded photos: (random) crop, batch, augment, prefetch.
 
-    Training takes a random crop of each photo; otherwise the centre crop."""
+    Training takes a random crop of each photo; otherwise the centre crop. Batches are (images, labels) or, with
+    `targets` (photos, classes) such as distillation's soft targets, (images, target rows); class weights, when
+    given, are looked up by each photo's label either way."""
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
+    label_array = np.asarray(labels, np.int32)
 
     def generate():
         order = epoch_order(labels, sampling, rng) if training else range(len(photos))
         for index in order:
-            yield photos[index], labels[index]
+            yield photos[index], index
 
     ds = tf.data.Dataset.from_generator(generate, output_signature=(
         tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int32)))
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(photos)))  # so Keras knows the epoch's length
-    def crop(image, label):
+    def crop(image, index):
         if training:
             image = tf.image.random_crop(image, (crop_size, crop_size, 3))
         else:
             image = tf.image.resize_with_crop_or_pad(image, crop_size, crop_size)
-        return tf.cast(image, tf.float32), label
+        return tf.cast(image, tf.float32), index
 
     ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     if augment is not None:
-        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if weights is not None:
-        table = tf.constant([weights[i] for i in range(NUM_CLASSES)], dtype=tf.float32)
-        ds = ds.map(lambda x, y: (x, y, tf.gather(table, y)))
+        ds = ds.map(lambda x, i: (augment(x, training=True), i), num_parallel_calls=tf.data.AUTOTUNE)
+    label_table = tf.constant(label_array)
+    target_table = label_table if targets is None else tf.constant(np.asarray(targets, np.float32))
+    if weights is None:
+        ds = ds.map(lambda x, i: (x, tf.gather(target_table, i)))
+    else:
+        weight_table = tf.constant([weights[c] for c in range(NUM_CLASSES)], dtype=tf.float32)
+        ds = ds.map(lambda x, i: (x, tf.gather(target_table, i), tf.gather(weight_table, tf.gather(label_table, i))))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

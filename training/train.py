@@ -40,6 +40,8 @@ def split_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     unknown = set(config.restore_aspect) - {f.name for f in folders}
     if unknown:
         raise DataError(f"restore_aspect names {', '.join(sorted(unknown))}, which is not among the data folders")
+    if config.class_weight_folder and config.class_weight_folder not in {f.name for f in folders}:
+        raise DataError(f"class_weight_folder {config.class_weight_folder} is not among the data folders")
     aspects = {name: parse_aspect(ratio) for name, ratio in config.restore_aspect.items()}
     by_folder = {f.name: read_kaggle_folder(f, skip_bad=config.skip_bad, max_images=config.max_images,
                                             true_aspect=aspects.get(f.name)) for f in folders}
@@ -105,6 +107,7 @@ def train(config: TrainConfig) -> Path:
     """Run the recipe; returns the run folder."""
     out = Path(config.output)
     train_samples, val_samples = split_samples(config)  # data problems stop here, before TensorFlow loads
+    weights = class_weights(train_samples, config.class_weights, config.class_weight_folder)
     started = time.time()
     photos = load_photos(train_samples, config.photo_short_side, config.crop_size)
     print(f"decoded {len(photos)} training photos in {time.time() - started:.0f} s", flush=True)
@@ -122,11 +125,20 @@ def train(config: TrainConfig) -> Path:
     (out / "dataset.json").write_text(json.dumps(dataset, indent=2))
     print(f"train {dataset['train']['per_class']}  validation {dataset['validation']['per_class']}", flush=True)
 
-    weights = class_weights(train_samples, config.class_weights)
     aug = augmentation(config.rotation, tuple(config.zoom), config.contrast, config.seed)
+    targets = None
+    if config.teachers:
+        from .distill import soft_targets, teacher_probabilities
+
+        started = time.time()
+        teacher = teacher_probabilities(config.teachers, train_samples)
+        agreement = float(np.mean(teacher.argmax(1) == np.asarray([s.label for s in train_samples])))
+        print(f"teachers scored {len(train_samples)} training photos in {time.time() - started:.0f} s "
+              f"(their top-1 agrees with the labels on {agreement:.1%})", flush=True)
+        targets = soft_targets([s.label for s in train_samples], teacher, config.distill_weight)
     train_ds = make_dataset(photos, [s.label for s in train_samples], crop_size=config.crop_size,
                             batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights,
-                            sampling=config.sampling)
+                            sampling=config.sampling, targets=targets)
     steps = math.ceil(len(train_samples) / config.batch_size)
     validation = make_callback(val_samples, config.photo_short_side, config.crop_size)
 
@@ -149,7 +161,7 @@ def train(config: TrainConfig) -> Path:
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(1, config.epochs * steps), alpha=config.cosine_alpha)
         ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum > 0 else {}
-        if config.label_smoothing > 0 or config.mix != "none":  # mixed targets are not one class
+        if config.label_smoothing > 0 or config.mix != "none" or targets is not None:  # targets are not one class
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         else:
             loss = keras.losses.SparseCategoricalCrossentropy()
@@ -157,12 +169,13 @@ def train(config: TrainConfig) -> Path:
     if isinstance(model.loss, keras.losses.CategoricalCrossentropy):
         import tensorflow as tf
 
-        train_ds = train_ds.map(lambda x, y, *w: (x, tf.one_hot(y, NUM_CLASSES), *w))
+        if targets is None:
+            train_ds = train_ds.map(lambda x, y, *w: (x, tf.one_hot(y, NUM_CLASSES), *w))
         if config.mix != "none":
             train_ds = train_ds.map(lambda x, y, *w: mix_batch(x, y, *w, kind=config.mix, alpha=config.mix_alpha,
                                                                probability=config.mix_probability))
-    elif config.mix != "none":
-        raise ValueError(f"{config.resume}: --mix needs a model compiled with one-hot targets")
+    elif config.mix != "none" or targets is not None:
+        raise ValueError(f"{config.resume}: --mix and --teacher need a model compiled with one-hot targets")
 
     # Order matters: the EMA weights are swapped in before validation scores them and the checkpoints save them.
     callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
