@@ -1,9 +1,15 @@
-"""The "not a cassava leaf" head: a logistic regression on the backbone's pooled features, appended to the graph.
+"""The "not a cassava leaf" head: a logistic regression on the backbone's pooled features, appended to the graph,
+and a distance from the cassava photos beside it.
 
 The classifier's own probabilities cannot tell a cat from a leaf (median top-1 0.67 on non-cassava photos against
 0.77 on cassava). Its pooled features can: a linear score on them, fitted on cassava training photos against
 photos that are not cassava leaves, is appended to every variant as the output `not_cassava_logit` (one logit per
 view; the runtime averages a photo's views and applies the sigmoid). Nothing here needs TensorFlow.
+
+The linear score knows only the kinds of photos it was fitted against. A Mahalanobis distance from the cassava
+photos' features (one Gaussian, fitted on cassava alone) knows no kind at all, so it also flags kinds nobody
+collected: the per-view logit is max(linear logit, scale * (distance - distance threshold)), so a view is flagged
+when either says so, and the runtime's contract (one logit output) stays as it was.
 """
 
 from __future__ import annotations
@@ -53,26 +59,131 @@ def with_feature_output(proto: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def append_head(proto: onnx.ModelProto, weights: np.ndarray, bias: float) -> onnx.ModelProto:
-    """`proto` plus the output NOT_CASSAVA_NAME = features @ weights + bias, shape (batch, 1), float32."""
+@dataclass(frozen=True)
+class GaussianDistance:
+    """The Mahalanobis distance of features from one Gaussian (mean, shrunk covariance), kept to its leading
+    principal components: distance = sum_k (v_k . x)^2 / l_k + (|x|^2 - sum_k (v_k . x)^2) / l_tail, x = f - mean.
+    The rest of the spectrum is folded into one tail variance, so the graph carries (features x components) weights.
+    `threshold` and `scale` turn it into a logit: scale * (distance - threshold), 0 at the threshold."""
+
+    mean: np.ndarray  # (features,)
+    components: np.ndarray  # (features, k), orthonormal columns
+    inverse_variances: np.ndarray  # (k,)
+    inverse_tail_variance: float
+    threshold: float = 0.0
+    scale: float = 1.0
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        x = features.astype(np.float64) - self.mean
+        z = x @ self.components
+        return (z * z) @ self.inverse_variances + ((x * x).sum(1) - (z * z).sum(1)) * self.inverse_tail_variance
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return self.scale * (self.distances(features) - self.threshold)
+
+
+def fit_gaussian(features: np.ndarray, components: int = 256, shrinkage: float = 0.1) -> GaussianDistance:
+    """One Gaussian on `features` (cassava photos only), covariance shrunk towards its mean variance (there are
+    fewer photos than features), kept to `components` principal directions plus the tail."""
+    x = features.astype(np.float64)
+    mean = x.mean(0)
+    variances, vectors = np.linalg.eigh(np.cov((x - mean).T))
+    variances, vectors = variances[::-1], vectors[:, ::-1]
+    shrunk = (1 - shrinkage) * np.maximum(variances, 0.0) + shrinkage * variances.mean()
+    k = min(components, len(shrunk) - 1)
+    return GaussianDistance(mean, vectors[:, :k].copy(), 1.0 / shrunk[:k], float(1.0 / shrunk[k:].mean()))
+
+
+def with_threshold(distance: GaussianDistance, cassava_distances: np.ndarray, max_flagged: float) -> GaussianDistance:
+    """The distance threshold that flags at most `max_flagged` of these cassava photos (photos it was not fitted on),
+    midway between the last photo flagged and the first one let through (above the farthest photo by a quarter of
+    its excess over the median when none may be flagged), so that a variant's slightly different features do not
+    tip a photo over; scaled so that the median cassava photo's logit is -4 (a probability of 0.018)."""
+    ranked = np.sort(np.asarray(cassava_distances, np.float64))[::-1]
+    median = float(np.median(ranked))
+    allowed = int(np.floor(max_flagged * len(ranked)))
+    if allowed == 0:
+        threshold = float(ranked[0] + (ranked[0] - median) / 4)
+    else:
+        threshold = float((ranked[allowed - 1] + ranked[allowed]) / 2) if allowed < len(ranked) else float(ranked[-1])
+    spread = max(threshold - median, 1e-6)
+    return GaussianDistance(distance.mean, distance.components, distance.inverse_variances,
+                            distance.inverse_tail_variance, threshold, 4.0 / spread)
+
+
+HEAD_PREFIX = "not_cassava_"  # every node and initialiser append_head adds
+
+
+def strip_head(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `proto` without what append_head added, so that a calibrated file can be calibrated again."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    keep_nodes = [n for n in copy.graph.node if not n.name.startswith(HEAD_PREFIX)]
+    keep_inits = [i for i in copy.graph.initializer if not i.name.startswith(HEAD_PREFIX)]
+    keep_outputs = [o for o in copy.graph.output if o.name != NOT_CASSAVA_NAME]
+    for field, kept in ((copy.graph.node, keep_nodes), (copy.graph.initializer, keep_inits),
+                        (copy.graph.output, keep_outputs)):
+        del field[:]
+        field.extend(kept)
+    return copy
+
+
+def append_head(proto: onnx.ModelProto, weights: np.ndarray, bias: float,
+                distance: GaussianDistance | None = None) -> onnx.ModelProto:
+    """`proto` plus the output NOT_CASSAVA_NAME, shape (batch, 1), float32: features @ weights + bias, or with
+    `distance` the larger of that and distance.logits(features)."""
     if any(output.name == NOT_CASSAVA_NAME for output in proto.graph.output):
         raise ExportError(f"the graph already has an output {NOT_CASSAVA_NAME}")
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     features = feature_tensor(copy)
-    w_name, b_name, cast = "not_cassava_weights", "not_cassava_bias", "not_cassava_features"
+    p = HEAD_PREFIX
+    w_name, b_name, cast = f"{p}weights", f"{p}bias", f"{p}features"
+    linear = NOT_CASSAVA_NAME if distance is None else f"{p}linear_logit"
     copy.graph.initializer.extend([
         numpy_helper.from_array(weights.astype(np.float32).reshape(-1, 1), w_name),
         numpy_helper.from_array(np.array([bias], np.float32), b_name),
     ])
     copy.graph.node.extend([
-        helper.make_node("Cast", [features], [cast], to=TensorProto.FLOAT, name="not_cassava_cast"),
-        helper.make_node("Gemm", [cast, w_name, b_name], [NOT_CASSAVA_NAME], name="not_cassava_head"),
+        helper.make_node("Cast", [features], [cast], to=TensorProto.FLOAT, name=f"{p}cast"),
+        helper.make_node("Gemm", [cast, w_name, b_name], [linear], name=f"{p}head"),
     ])
+    if distance is not None:
+        _append_distance(copy, cast, linear, distance)
     copy.graph.output.append(helper.make_tensor_value_info(NOT_CASSAVA_NAME, TensorProto.FLOAT, ["batch", 1]))
     # No onnx.checker here: the fp16 converter lists its input Cast last, which the checker calls unsorted although
     # onnxruntime runs it; export.calibrate loads every file it writes with the runtime instead.
     return copy
+
+
+def _append_distance(model: onnx.ModelProto, features: str, linear: str, distance: GaussianDistance) -> None:
+    """NOT_CASSAVA_NAME = Max(linear, scale * (distance(features) - threshold)), in standard ONNX operators."""
+    p = HEAD_PREFIX
+    constants = {
+        "mean": distance.mean.reshape(1, -1), "components": distance.components,
+        "inverse_variances": distance.inverse_variances.reshape(1, -1),
+        "inverse_tail": np.array([distance.inverse_tail_variance]), "threshold": np.array([distance.threshold]),
+        "scale": np.array([distance.scale]), "axes": None,
+    }
+    model.graph.initializer.extend(numpy_helper.from_array(value.astype(np.float32), f"{p}{name}")
+                                   for name, value in constants.items() if value is not None)
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), f"{p}axes"))
+
+    def node(op: str, inputs: list[str], output: str) -> str:
+        model.graph.node.append(helper.make_node(op, [f"{p}{i}" if not i.startswith(p) and i not in (
+            features, linear) else i for i in inputs], [f"{p}{output}"], name=f"{p}{output}_node"))
+        return f"{p}{output}"
+
+    x = node("Sub", [features, "mean"], "centred")
+    z = node("MatMul", [x, "components"], "projected")
+    z2 = node("Mul", [z, z], "projected_sq")
+    leading = node("ReduceSum", [node("Mul", [z2, "inverse_variances"], "scaled_sq"), "axes"], "leading")
+    total = node("ReduceSum", [node("Mul", [x, x], "centred_sq"), "axes"], "total_sq")
+    tail = node("Mul", [node("Sub", [total, node("ReduceSum", [z2, "axes"], "projected_total")], "tail_sq"),
+                        "inverse_tail"], "tail")
+    dist = node("Add", [leading, tail], "distance")
+    logit = node("Mul", [node("Sub", [dist, "threshold"], "over"), "scale"], "distance_logit")
+    model.graph.node.append(helper.make_node("Max", [linear, logit], [NOT_CASSAVA_NAME], name=f"{p}max"))
 
 
 @dataclass(frozen=True)

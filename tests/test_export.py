@@ -433,6 +433,15 @@ def test_calibrate_adds_the_not_cassava_head_and_calibration_to_every_variant(
         # … and the head, fitted on these very photos, flags nearly all of them.
         flagged = [r.status == "not_cassava" for r in classifier.classify_many(not_cassava)]
         assert np.mean(flagged) >= 0.8, name
+    assert all("flagged_linear_only" in row for row in report["not_cassava"]["leave_one_kind_out"].values())
+
+    # Calibrating again replaces the head instead of stacking a second one.
+    again = calibrate(models, "tiny", validation, [DATA_DIR / "cassava"], others, cassava_count=24,
+                      echo=lambda line: None)
+    assert again["variants"].keys() == report["variants"].keys()
+    graph = onnx.load(str(models / "tiny.onnx")).graph
+    assert [o.name for o in graph.output] == [OUTPUT_NAME, NOT_CASSAVA_NAME]
+    assert [n.op_type for n in graph.node if n.output[0] == NOT_CASSAVA_NAME] == ["Max"]
 
 
 def test_default_int8_configurations_are_portable_and_vnni_independent() -> None:

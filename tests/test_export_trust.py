@@ -12,7 +12,8 @@ from cassava_edge.contract import NOT_CASSAVA_NAME, OUTPUT_NAME  # noqa: E402
 from cassava_edge_export.calibrate import threshold_for  # noqa: E402
 from cassava_edge_export.errors import ExportError  # noqa: E402
 from cassava_edge_export.trust import (  # noqa: E402
-    append_head, feature_tensor, fit_logistic, read_not_cassava, sigmoid, with_feature_output,
+    append_head, feature_tensor, fit_gaussian, fit_logistic, read_not_cassava, sigmoid, strip_head, with_feature_output,
+    with_threshold,
 )
 from tests.tinymodel import INPUT, build_model  # noqa: E402
 
@@ -37,6 +38,33 @@ def test_the_head_reads_the_features_that_feed_the_classifier() -> None:
     assert list(outputs) == [OUTPUT_NAME, NOT_CASSAVA_NAME]
     np.testing.assert_allclose(outputs[NOT_CASSAVA_NAME][:, 0], batch.reshape(3, -1) @ weights + 0.25, rtol=1e-4)
     np.testing.assert_allclose(outputs[OUTPUT_NAME], _run(model, batch)[OUTPUT_NAME])  # the diagnosis is untouched
+
+
+def test_the_distance_from_cassava_flags_what_the_regression_never_saw() -> None:
+    rng = np.random.default_rng(2)
+    dims = SIZE * SIZE * 3
+    # "Cassava" features vary along a few directions; a kind of photo nobody collected lies elsewhere.
+    basis = rng.normal(size=(4, dims))
+    cassava = 120 + rng.normal(size=(300, 4)) @ basis * 5 + rng.normal(size=(300, dims))
+    held_out = 120 + rng.normal(size=(60, 4)) @ basis * 5 + rng.normal(size=(60, dims)) + rng.normal(size=dims) * 3
+    fitted = fit_gaussian(cassava[:200], components=8)
+    distance = with_threshold(fitted, fitted.distances(cassava[200:]), 0.02)
+    assert (distance.logits(cassava[200:]) > 0).sum() == 2  # 2% of 100 photos
+    assert (with_threshold(fitted, fitted.distances(cassava[200:]), 0.0).logits(cassava[200:]) < 0).all()
+    assert (distance.logits(held_out) > 0).mean() == 1.0
+    # A regression that never saw the new kind does not flag it; the shipped rule (the larger logit) does.
+    weights, bias = np.zeros(dims), -5.0
+    model = build_model(size=SIZE)
+    photos = np.clip(np.vstack([cassava[200:203], held_out[:3]]), 0, 255).reshape(6, SIZE, SIZE, 3).astype(np.float32)
+    logits = _run(append_head(model, weights, bias, distance), photos)[NOT_CASSAVA_NAME][:, 0]
+    features = photos.reshape(6, -1)
+    np.testing.assert_allclose(logits, np.maximum(features @ weights + bias, distance.logits(features)), rtol=1e-3,
+                               atol=1e-3)
+    assert (logits[:3] < 0).all() and (logits[3:] > 0).all()
+    # strip_head gives back the graph as it was before the head.
+    stripped = strip_head(append_head(model, weights, bias, distance))
+    assert [n.name for n in stripped.graph.node] == [n.name for n in model.graph.node]
+    assert [o.name for o in stripped.graph.output] == [OUTPUT_NAME]
 
 
 def test_a_graph_without_a_softmax_head_is_refused() -> None:

@@ -110,6 +110,12 @@ def test_aspect_must_be_a_ratio() -> None:
             parse_aspect(bad)
 
 
+def test_checkpoint_plan_must_be_a_scan_plan() -> None:
+    assert TrainConfig().checkpoint_plan == "full"
+    with pytest.raises(ValueError, match="checkpoint_plan must be one of"):
+        TrainConfig(checkpoint_plan="mosaic")
+
+
 def test_config_file_rejects_unknown_keys(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"epochs": 2, "learning_rte": 1}))
@@ -163,6 +169,9 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     recalls = [float(row["val_macro_recall"]) for row in history]
     best = json.loads((run / "best.metrics.json").read_text())
     assert best["macro_recall"] == pytest.approx(max(recalls), abs=1e-6)
+    # … measured on the runtime's default plan, the one the exported model classifies with.
+    assert best["plan"] == "full"
+    assert recalls == [float(row["val_full_macro_recall"]) for row in history]
     last = json.loads((run / "last.metrics.json").read_text())
     assert last["macro_recall"] == pytest.approx(recalls[-1], abs=1e-6)
     dataset = json.loads((run / "dataset.json").read_text())

@@ -40,6 +40,8 @@ _UNSET = None
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Distil from this checkpoint (repeatable: the teachers' mean) [default: none].")
 @click.option("--distill-weight", type=float, help="Share of the teachers in the targets [default: 0.5].")
+@click.option("--checkpoint-plan", type=click.Choice(["corners", "grid", "center", "full"]),
+              help="Scan plan whose validation macro recall picks best.keras [default: the runtime's, full].")
 @click.option("--validation-fraction", type=float)
 @click.option("--validation-list", type=click.Path(exists=True, dir_okay=False), help="Ids to validate on.")
 @click.option("--validation-folder", help="Data folder the validation split is taken from (default: the first).")

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cassava_edge.contract import DEFAULT_SCAN
+
 
 @dataclass
 class TrainConfig:
@@ -39,6 +41,10 @@ class TrainConfig:
     class_weight_folder: str | None = None
     # How each epoch draws its photos: "uniform" (each once) or, with replacement, "balanced" / "sqrt" class shares.
     sampling: str = "uniform"
+    # The scan plan whose validation macro recall picks best.keras: the plan the exported model classifies with by
+    # default (cassava_edge.contract.DEFAULT_SCAN), so the checkpoint is chosen on what users get. The other
+    # plans of validation.VALIDATION_PLANS are scored too, into history.csv.
+    checkpoint_plan: str = DEFAULT_SCAN
     validation_fraction: float = 0.2
     validation_list: str | None = None  # a file of image ids (one per line, or a CSV with image_id) to validate on
     validation_folder: str | None = None  # which data folder the validation split is taken from (default: first)
@@ -63,6 +69,12 @@ class TrainConfig:
     # train cheaply at 384, then fine-tune briefly at the 512 the photos are classified at.
     init_from: str | None = None
     initial_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        from cassava_edge.scan import SCAN_PLANS
+
+        if self.checkpoint_plan not in SCAN_PLANS:
+            raise ValueError(f"checkpoint_plan must be one of {', '.join(SCAN_PLANS)}, not {self.checkpoint_plan!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

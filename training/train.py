@@ -21,7 +21,7 @@ from .data import (
     NUM_CLASSES, DataError, Sample, centre_crops, class_weights, load_photos, make_dataset, mix_batch, parse_aspect,
     read_kaggle_folder, stratified_split,
 )
-from .validation import MONITOR, VALIDATION_PLANS, make_callback
+from .validation import MONITOR, make_callback, plans_for
 
 BEST_MODEL = "best.keras"
 LAST_MODEL = "last.keras"
@@ -121,7 +121,7 @@ def train(config: TrainConfig) -> Path:
     (out / "config.json").write_text(config.to_json())
     (out / "validation_ids.txt").write_text("".join(f"{s.image_id}\n" for s in val_samples))
     dataset = {"train": _summary(train_samples), "validation": _summary(val_samples),
-               "restore_aspect": dict(config.restore_aspect), "validation_plans": list(VALIDATION_PLANS)}
+               "restore_aspect": dict(config.restore_aspect), "validation_plans": list(plans_for(config.checkpoint_plan))}
     (out / "dataset.json").write_text(json.dumps(dataset, indent=2))
     print(f"train {dataset['train']['per_class']}  validation {dataset['validation']['per_class']}", flush=True)
 
@@ -140,7 +140,8 @@ def train(config: TrainConfig) -> Path:
                             batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights,
                             sampling=config.sampling, targets=targets)
     steps = math.ceil(len(train_samples) / config.batch_size)
-    validation = make_callback(val_samples, config.photo_short_side, config.crop_size)
+    plans = plans_for(config.checkpoint_plan)
+    validation = make_callback(val_samples, config.photo_short_side, config.crop_size, plans)
 
     if config.resume:
         model = keras.saving.load_model(config.resume)
@@ -196,7 +197,7 @@ def train(config: TrainConfig) -> Path:
     for name in (BEST_MODEL, LAST_MODEL):
         validation.set_model(keras.saving.load_model(out / name))
         reports = validation.evaluate()
-        figures = {**reports[VALIDATION_PLANS[0]], "plan": VALIDATION_PLANS[0], "tta": "none", "checkpoint": name,
+        figures = {**reports[plans[0]], "plan": plans[0], "tta": "none", "checkpoint": name,
                    "plans": {plan: {k: r[k] for k in ("accuracy", "macro_recall", "macro_f1")}
                              for plan, r in reports.items()}, **timing}
         metrics_path(out / name).write_text(json.dumps(figures, indent=2))

@@ -20,7 +20,12 @@ from .data import DataError, Sample
 
 # Plans scored every epoch: `grid` is what training crops look like, `full` the whole photo in one crop.
 VALIDATION_PLANS = ("grid", "full")
-MONITOR = "val_macro_recall"  # the checkpoint metric; computed on the first plan
+MONITOR = "val_macro_recall"  # the checkpoint metric; computed on the first plan given to make_callback
+
+
+def plans_for(checkpoint_plan: str) -> tuple[str, ...]:
+    """The plans to score, the checkpoint plan first (it sets val_loss, val_accuracy and MONITOR)."""
+    return (checkpoint_plan, *(p for p in VALIDATION_PLANS if p != checkpoint_plan))
 
 
 @dataclass(frozen=True)
