@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, Sample
+from .data import NUM_CLASSES, DataError, Sample
 from .validation import photo_probabilities, plan_views
 
 TEACHER_PLAN = "full"
@@ -27,6 +27,8 @@ def teacher_probabilities(teachers: list[str], samples: list[Sample]) -> np.ndar
         if not Path(path).is_file():
             raise DataError(f"teacher {path}: no such checkpoint")
         model = keras.saving.load_model(path, compile=False)
+        if model.output_shape[-1] != NUM_CLASSES:
+            raise DataError(f"teacher {path}: {model.output_shape[-1]} outputs, the student has {NUM_CLASSES} classes")
         crop = int(model.input_shape[1])
         # `full` squeezes the whole photo to the crop, so the short side it is scaled to first does not matter.
         views = plan_views(samples, TEACHER_PLAN, crop, crop)
