@@ -163,26 +163,26 @@ def _append_distance(model: onnx.ModelProto, features: str, linear: str, distanc
         "mean": distance.mean.reshape(1, -1), "components": distance.components,
         "inverse_variances": distance.inverse_variances.reshape(1, -1),
         "inverse_tail": np.array([distance.inverse_tail_variance]), "threshold": np.array([distance.threshold]),
-        "scale": np.array([distance.scale]), "axes": None,
+        "scale": np.array([distance.scale]),
     }
     model.graph.initializer.extend(numpy_helper.from_array(value.astype(np.float32), f"{p}{name}")
-                                   for name, value in constants.items() if value is not None)
-    model.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), f"{p}axes"))
+                                   for name, value in constants.items())
+    axes = f"{p}axes"
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), axes))
+    mean, components, inverse_variances, inverse_tail, threshold, scale = (f"{p}{name}" for name in constants)
 
     def node(op: str, inputs: list[str], output: str) -> str:
-        model.graph.node.append(helper.make_node(op, [f"{p}{i}" if not i.startswith(p) and i not in (
-            features, linear) else i for i in inputs], [f"{p}{output}"], name=f"{p}{output}_node"))
+        """One node named after its output (HEAD_PREFIX + output); returns the output's name."""
+        model.graph.node.append(helper.make_node(op, inputs, [f"{p}{output}"], name=f"{p}{output}_node"))
         return f"{p}{output}"
 
-    x = node("Sub", [features, "mean"], "centred")
-    z = node("MatMul", [x, "components"], "projected")
-    z2 = node("Mul", [z, z], "projected_sq")
-    leading = node("ReduceSum", [node("Mul", [z2, "inverse_variances"], "scaled_sq"), "axes"], "leading")
-    total = node("ReduceSum", [node("Mul", [x, x], "centred_sq"), "axes"], "total_sq")
-    tail = node("Mul", [node("Sub", [total, node("ReduceSum", [z2, "axes"], "projected_total")], "tail_sq"),
-                        "inverse_tail"], "tail")
-    dist = node("Add", [leading, tail], "distance")
-    logit = node("Mul", [node("Sub", [dist, "threshold"], "over"), "scale"], "distance_logit")
+    x = node("Sub", [features, mean], "centred")
+    z2 = node("Mul", [node("MatMul", [x, components], "projected")] * 2, "projected_sq")
+    leading = node("ReduceSum", [node("Mul", [z2, inverse_variances], "scaled_sq"), axes], "leading")
+    total = node("ReduceSum", [node("Mul", [x, x], "centred_sq"), axes], "total_sq")
+    rest = node("Sub", [total, node("ReduceSum", [z2, axes], "projected_total")], "tail_sq")
+    dist = node("Add", [leading, node("Mul", [rest, inverse_tail], "tail")], "distance")
+    logit = node("Mul", [node("Sub", [dist, threshold], "over"), scale], "distance_logit")
     model.graph.node.append(helper.make_node("Max", [linear, logit], [NOT_CASSAVA_NAME], name=f"{p}max"))
 
 

@@ -120,27 +120,28 @@ def train(config: TrainConfig) -> Path:
     keras.utils.set_random_seed(config.seed)
     (out / "config.json").write_text(config.to_json())
     (out / "validation_ids.txt").write_text("".join(f"{s.image_id}\n" for s in val_samples))
+    plans = plans_for(config.checkpoint_plan)
     dataset = {"train": _summary(train_samples), "validation": _summary(val_samples),
-               "restore_aspect": dict(config.restore_aspect), "validation_plans": list(plans_for(config.checkpoint_plan))}
+               "restore_aspect": dict(config.restore_aspect), "validation_plans": list(plans)}
     (out / "dataset.json").write_text(json.dumps(dataset, indent=2))
     print(f"train {dataset['train']['per_class']}  validation {dataset['validation']['per_class']}", flush=True)
 
     aug = augmentation(config.rotation, tuple(config.zoom), config.contrast, config.seed)
+    labels = [s.label for s in train_samples]
     targets = None
     if config.teachers:
         from .distill import soft_targets, teacher_probabilities
 
         started = time.time()
         teacher = teacher_probabilities(config.teachers, train_samples)
-        agreement = float(np.mean(teacher.argmax(1) == np.asarray([s.label for s in train_samples])))
+        agreement = float(np.mean(teacher.argmax(1) == np.asarray(labels)))
         print(f"teachers scored {len(train_samples)} training photos in {time.time() - started:.0f} s "
               f"(their top-1 agrees with the labels on {agreement:.1%})", flush=True)
-        targets = soft_targets([s.label for s in train_samples], teacher, config.distill_weight)
-    train_ds = make_dataset(photos, [s.label for s in train_samples], crop_size=config.crop_size,
+        targets = soft_targets(labels, teacher, config.distill_weight)
+    train_ds = make_dataset(photos, labels, crop_size=config.crop_size,
                             batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights,
                             sampling=config.sampling, targets=targets)
     steps = math.ceil(len(train_samples) / config.batch_size)
-    plans = plans_for(config.checkpoint_plan)
     validation = make_callback(val_samples, config.photo_short_side, config.crop_size, plans)
 
     if config.resume:
