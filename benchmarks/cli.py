@@ -145,6 +145,10 @@ def benchmark_command(
     report.argv = list(sys.argv)
     report.options = dict(context.params)
     print_report(report)
+    if report.measured_nothing:
+        # Nothing was measured: a JSON and an empty chart would look like results.
+        click.echo(f"error: no configuration finished ({len(report.configurations)} tried); nothing written", err=True)
+        sys.exit(1)
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         click.echo(f"wrote {json_path}")

@@ -35,6 +35,11 @@ class BenchmarkReport:
         references_failed = any(ref["status"] != "ok" for ref in self.keras_reference)
         return "failed" in statuses or "ok" not in statuses or references_failed
 
+    @property
+    def measured_nothing(self) -> bool:
+        """No configuration finished: there are no timings to write."""
+        return not any(run["status"] == "ok" for run in self.configurations)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if self.roofline is None:

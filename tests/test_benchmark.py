@@ -250,3 +250,39 @@ def test_benchmark_compares_with_keras(tmp_path: Path, two_photos: list[Path]) -
     assert comparison["top1_agreement"] == agreed / 2
     assert "tensorflow" in report["machine"]["versions"]
     assert "keras" in output
+
+
+@needs_data
+def test_benchmark_times_uncertain_and_not_cassava_photos(tmp_path: Path) -> None:
+    """A benchmark times photos whatever their status (label_index is None for these two)."""
+    from cassava_edge import Classifier
+
+    not_cassava = sorted((DATA_DIR / "not-cassava" / "images").rglob("*.jpg"))[:1]
+    leaves = sorted((DATA_DIR / "cassava" / "train_images").glob("*.jpg"))[:8]
+    classifier = Classifier()
+    statuses = {str(p): classifier.classify(str(p)).status for p in [*not_cassava, *leaves]}
+    picked = [next((p for p, s in statuses.items() if s == wanted), None) for wanted in ("uncertain", "not_cassava")]
+    if None in picked:
+        pytest.skip(f"no uncertain and not_cassava photo among {sorted(set(statuses.values()))}")
+    report_path = tmp_path / "bench.json"
+    exit_code, output = _run([*[arg for p in picked for arg in ("--photos", p)], "--count", "2", "--warmup", "0",
+                              "--provider", "cpu", "--tta", "none", "--json", str(report_path)])
+    assert exit_code == 0, output
+    (run,) = json.loads(report_path.read_text())["configurations"]
+    assert run["status"] == "ok", run.get("reason")
+    assert [row["source"] for row in run["per_photo"]] == picked
+
+
+def test_benchmark_that_measured_nothing_writes_nothing(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    photo = tmp_path / "leaf.jpg"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (40, 120, 40)).save(photo)
+    report_path, chart_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    result = CliRunner().invoke(benchmark_command, ["--model", str(broken), "--photos", str(photo), "--count", "1",
+                                                    "--warmup", "0", "--provider", "cpu", "--json", str(report_path)])
+    assert result.exit_code != 0
+    assert "nothing written" in result.output
+    assert not report_path.exists() and not chart_path.exists()
