@@ -8,6 +8,7 @@ functions that build tables: the rows themselves are plain dicts.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, TextIO
 
@@ -129,7 +130,8 @@ def done_sources(path: str | Path) -> set[str]:
                 break  # the line being written when the run stopped
             raise SourceError(f"cannot resume from {path}: line {number} is not a JSON result with a source") from None
         done.add(source)
-        done.add(str(Path(source).absolute()))
+        # The resolved real path too, so `data/x.jpg`, `/abs/data/x.jpg` and a symlinked spelling all match.
+        done.add(os.path.realpath(source))
     return done
 
 
@@ -151,5 +153,5 @@ def resume_from(path: str | Path) -> set[str]:
 
 
 def not_done(photos: Iterable[Path], done: set[str]) -> list[Path]:
-    """The photos whose source (as given or as an absolute path) is not in `done`."""
-    return [photo for photo in photos if str(photo) not in done and str(photo.absolute()) not in done]
+    """The photos whose source (as given or as its resolved real path) is not in `done`."""
+    return [photo for photo in photos if str(photo) not in done and os.path.realpath(photo) not in done]

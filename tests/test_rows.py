@@ -86,3 +86,27 @@ def test_the_ray_batch_callable_classifies_paths_or_bytes_without_ray(tiny_model
     from_bytes = classify({"path": paths, "bytes": np.array([good.read_bytes(), bad.read_bytes()], dtype=object)})
     assert from_bytes.to_pylist() == from_paths  # named by their paths, not "<bytes>"
     assert [row["status"] for row in from_paths] == ["ok", "failed"] and from_paths[0]["source"] == str(good)
+
+
+def test_resume_matches_the_real_path_whatever_the_spelling(tmp_path: Path, monkeypatch) -> None:
+    import json as json_module
+    import os
+
+    from cassava_edge.rows import done_sources, not_done
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    leaf = photos / "leaf.jpg"
+    leaf.write_bytes(b"x")
+    link = tmp_path / "linked"
+    link.symlink_to(photos)
+    results = tmp_path / "run.jsonl"
+    monkeypatch.chdir(tmp_path)
+    results.write_text(json_module.dumps({"source": "photos/leaf.jpg"}) + "\n")
+    done = done_sources(results)
+    spellings = [Path("photos/leaf.jpg"), leaf.absolute(), link / "leaf.jpg", Path("./photos/../photos/leaf.jpg")]
+    assert not_done(spellings, done) == []
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert not_done([Path("../photos/leaf.jpg"), Path(os.path.realpath(leaf))], done) == []
