@@ -59,6 +59,14 @@ def bundled_model_names() -> list[str]:
     return sorted(sub.name for sub in folder.iterdir() if sub.is_dir() and any(sub.glob("*.onnx")))
 
 
+def default_model_name() -> str | None:
+    """The name of the bundled default model: the file stem its variants share (``cassava-lite0.int8.onnx`` ->
+    ``cassava-lite0``), or None when the bundled folder holds no model."""
+    folder = bundled_models_dir()
+    stems = {path.name.split(".")[0] for path in folder.glob("*.onnx")} if folder.is_dir() else set()
+    return stems.pop() if len(stems) == 1 else None
+
+
 def read_model_metadata(path: Path) -> ModelMetadata:
     """The cassava-edge metadata of the ONNX file at `path` (ModelError if missing, not ONNX or not ours)."""
     return ModelMetadata.from_onnx_props(read_metadata_props(path), source=str(path))
@@ -81,12 +89,14 @@ def resolve_model(model: str | Path | None, provider: str = "cpu", variant: str 
             raise ModelError(f"no bundled model in {folder}; pass --model (or set {MODELS_ENV})")
         return pick_variant(folder, provider, variant)
     path = Path(model).expanduser()
+    if not path.exists() and str(model) == default_model_name():
+        return pick_variant(bundled_models_dir(), provider, variant)
     if not path.exists() and str(model) in bundled_model_names():
         path = bundled_models_dir() / str(model)
     if path.is_dir():
         return pick_variant(path, provider, variant)
     if not path.exists():
-        names = ", ".join(bundled_model_names())
+        names = ", ".join(name for name in (default_model_name(), *bundled_model_names()) if name)
         raise ModelError(f"{path}: no such model file or folder" + (f" (bundled models: {names})" if names else ""))
     if path.suffix.lower() != ".onnx":
         raise ModelError(f"{path}: not an ONNX model (expected a .onnx file)")

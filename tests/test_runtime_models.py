@@ -101,5 +101,15 @@ def test_a_model_bundled_beside_the_default_is_found_by_name(monkeypatch: pytest
     assert resolve_model("lite-512", "cpu") == bundled / "lite-512" / "lite-512.int8.onnx"
     assert resolve_model("lite-512", "cpu", "fp32") == bundled / "lite-512" / "lite-512.onnx"
     assert resolve_model(None, "cpu") == bundled / "lite.int8.onnx"  # the default is still the default
-    with pytest.raises(ModelError, match=r"no such model file or folder \(bundled models: lite-512\)"):
+    with pytest.raises(ModelError, match=r"no such model file or folder \(bundled models: lite, lite-512\)"):
         resolve_model("lite-1024", "cpu")
+
+
+def test_every_bundled_model_is_reachable_by_its_name() -> None:
+    from cassava_edge.models import bundled_model_names, default_model_name, resolve_model
+
+    default = default_model_name()
+    assert default is not None
+    assert resolve_model(default) == resolve_model(None)
+    for name in bundled_model_names():
+        assert resolve_model(name).name.startswith(name)
