@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from typing import Iterable, TextIO
 
-from cassava_edge.results import FAILED, OK, STATUSES, Classification
+from cassava_edge.results import FAILED, NOT_CASSAVA, OK, STATUSES, Classification
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -55,7 +55,10 @@ class TableWriter(ResultWriter):
         )
 
     def _write(self, result: Classification) -> None:
-        if result.ok:
+        if result.status == NOT_CASSAVA and result.not_cassava_score is not None:
+            # The top disease probability is not this row's confidence; the not-cassava score is.
+            top, confidence = "-", f"{result.not_cassava_score:>10.3f}"
+        elif result.ok:
             top = ", ".join(f"{label} {p:.3f}" for label, p in result.top_k)
             confidence = f"{result.confidence:>10.3f}"
         else:
