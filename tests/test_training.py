@@ -314,3 +314,116 @@ def test_epoch_order_draws_the_asked_class_shares() -> None:
         np.testing.assert_allclose(shares, np.asarray(expected) / np.sum(expected), atol=0.02)
     with pytest.raises(ValueError, match="sampling must be"):
         epoch_order(labels, "oversample", rng)
+
+
+# --- cross-validation folds (issue 17) and the training CLI's refusals (issue 19) ---
+
+def _samples(count_per_class: int, folder: str = "cassava") -> list[Sample]:
+    return [Sample(f"/x/{folder}/{label}-{i}.jpg", label, f"{label}-{i}.jpg", folder)
+            for label in range(5) for i in range(count_per_class)]
+
+
+def test_folds_are_stratified_and_cover_every_photo_once() -> None:
+    from cassava_edge_training.folds import make_folds
+
+    samples = _samples(12) + _samples(3, "cassava-more")
+    folds = make_folds(samples, 5, seed=1)
+    assert set(folds) == {(s.folder, s.image_id) for s in samples}
+    counts = np.zeros((5, 5), int)
+    for s in samples:
+        counts[folds[(s.folder, s.image_id)], s.label] += 1
+    assert (counts.max(0) - counts.min(0) <= 1).all()  # each class spread evenly over the folds
+    assert make_folds(samples, 5, seed=1) == folds  # fixed by the seed
+
+
+def test_committed_fold_file_covers_the_originals() -> None:
+    from cassava_edge_training.folds import DEFAULT_FOLDS_FILE, read_folds
+
+    folds = read_folds(DEFAULT_FOLDS_FILE)
+    assert sorted(set(folds.values())) == [0, 1, 2, 3, 4]
+    assert {folder for folder, _ in folds} == {"cassava", "cassava-more"}
+    if DATA_DIR.is_dir():
+        listed = {(f, i) for f, i in folds}
+        for folder in ("cassava", "cassava-more"):
+            with (DATA_DIR / folder / "train.csv").open() as handle:
+                ids = {row["image_id"] for row in csv.DictReader(handle)}
+            assert {i for f, i in listed if f == folder} == ids
+
+
+def _fold_file(path: Path, rows: list[tuple[str, str, int, int]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["folder", "image_id", "label", "fold"])
+        writer.writerows(rows)
+    return path
+
+
+def test_fold_split_holds_out_one_fold_and_trains_on_the_rest(tmp_path: Path) -> None:
+    from cassava_edge_training.folds import read_folds, split_by_fold
+
+    originals, copies = _samples(2), _samples(2, "cassava-roboflow")
+    path = _fold_file(tmp_path / "f.csv", [(s.folder, s.image_id, s.label, i % 2) for i, s in enumerate(originals)])
+    train, val = split_by_fold({"cassava": originals, "cassava-roboflow": copies}, read_folds(path), 1, path)
+    assert {s.image_id for s in val} == {s.image_id for i, s in enumerate(originals) if i % 2 == 1}
+    assert len(train) == len(originals) - len(val) + len(copies)
+    assert not {(s.folder, s.image_id) for s in train} & {(s.folder, s.image_id) for s in val}
+
+
+def test_fold_file_naming_a_missing_photo_or_one_photo_twice_stops_with_one_line(tmp_path: Path) -> None:
+    from cassava_edge_training.folds import read_folds, split_by_fold
+
+    originals = _samples(1)
+    rows = [(s.folder, s.image_id, s.label, 0) for s in originals]
+    twice = _fold_file(tmp_path / "twice.csv", rows + [("cassava", originals[0].image_id, 0, 3)])
+    with pytest.raises(DataError, match=r"cassava/0-0.jpg is listed twice \(folds 0 and 3\)") as info:
+        read_folds(twice)
+    assert "\n" not in str(info.value)
+    missing = _fold_file(tmp_path / "missing.csv", rows + [("cassava", "ghost.jpg", 2, 1)])
+    with pytest.raises(DataError, match="names cassava/ghost.jpg, which is not in the data folder cassava"):
+        split_by_fold({"cassava": originals}, read_folds(missing), 0, missing)
+    with pytest.raises(DataError, match="not 7"):
+        split_by_fold({"cassava": originals}, read_folds(_fold_file(tmp_path / "ok.csv", rows)), 7)
+
+
+def test_fold_and_validation_list_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="give one"):
+        TrainConfig(data=["d"], fold=0, validation_list="ids.txt")
+    with pytest.raises(ValueError, match="--folds needs --fold"):
+        TrainConfig(data=["d"], folds="f.csv")
+
+
+def test_training_cli_without_data_prints_help_and_exits_2() -> None:
+    from click.testing import CliRunner
+
+    from cassava_edge_training.cli import main
+
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 2
+    assert "--data" in result.output and "Usage" in result.output
+
+
+def test_defaults_are_the_shipped_recipe() -> None:
+    config = TrainConfig()
+    recipe = {"backbone": "efficientnet-lite0", "crop_size": 384, "photo_short_side": 450, "epochs": 8,
+              "batch_size": 16, "learning_rate": 2e-4, "label_smoothing": 0.1, "class_weights": "sqrt",
+              "freeze_blocks": 3, "ema_momentum": 0.99, "seed": 42}
+    assert {key: getattr(config, key) for key in recipe} == recipe
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--backbone", "resnet50"], "unknown backbone 'resnet50'"),
+    (["--backbone", "efficientnetb3"], "ImageNet weights cannot be downloaded here"),
+    (["--backbone", "efficientnetb3", "--weights", "/nope/b3.h5"], "weights file /nope/b3.h5 does not exist"),
+])
+def test_bad_backbone_is_refused_before_any_photo_or_run_folder(tmp_path: Path, options, message) -> None:
+    from click.testing import CliRunner
+
+    from cassava_edge_training.cli import main
+
+    # A folder whose photo cannot be decoded: had training got as far as decoding, it would say so instead.
+    folder = _kaggle_folder(tmp_path / "d", [("a.jpg", "0")], {"a.jpg": b"not a jpeg"})
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["--data", str(folder), "--output", str(run), *options])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not run.exists()

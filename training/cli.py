@@ -8,7 +8,9 @@ import click
 
 from .config import TrainConfig
 
-_UNSET = None
+TRAIN_HINT = 'pip install "cassava-edge[train]"'
+# The packages of the [train] extra that training imports: a runtime-only install lacks them.
+TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +47,9 @@ _UNSET = None
 @click.option("--validation-fraction", type=float)
 @click.option("--validation-list", type=click.Path(exists=True, dir_okay=False), help="Ids to validate on.")
 @click.option("--validation-folder", help="Data folder the validation split is taken from (default: the first).")
+@click.option("--folds", type=click.Path(exists=True, dir_okay=False),
+              help="Fold file (folder,image_id,label,fold) [default: training/folds.csv, 5 folds of the originals].")
+@click.option("--fold", type=int, help="Hold out this fold of --folds for validation (cross-validation).")
 @click.option("--seed", type=int)
 @click.option("--max-images", type=int, help="At most this many photos per folder (smoke tests).")
 @click.option("--skip-bad", is_flag=True, default=None, help="Leave out bad rows instead of stopping.")
@@ -52,9 +57,18 @@ _UNSET = None
 @click.option("--initial-epoch", type=int)
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False),
               help="Start from this checkpoint's weights (any crop size) with a new schedule.")
-def main(config_file: str | None, data: tuple[str, ...], restore_aspect: tuple[str, ...],
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None, data: tuple[str, ...], restore_aspect: tuple[str, ...],
          teachers: tuple[str, ...], **options) -> None:
-    """Train on Kaggle-layout folders (train.csv + train_images/) and write a run folder."""
+    """Train on Kaggle-layout folders (train.csv + train_images/) and write a run folder.
+
+    Every default is the shipped model's recipe (models/README.md); only --data must be given, e.g.
+    --data ../shared/data/cassava --data ../shared/data/cassava-roboflow. A training run takes hours on a CPU.
+    """
+    if not data and not config_file:
+        # Without data there is nothing to train on: show what can be set instead of starting a long run.
+        click.echo(ctx.get_help())
+        ctx.exit(2)
     if data:
         options["data"] = list(data)
     if teachers:
@@ -70,12 +84,17 @@ def main(config_file: str | None, data: tuple[str, ...], restore_aspect: tuple[s
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
 
-    from .data import DataError
-    from .train import train
-
     try:
+        from .data import DataError
+        from .train import train
+
         train(config)
-    except (DataError, ValueError, FileNotFoundError) as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in TRAIN_MODULES:
+            click.echo(f"error: training needs {exc.name.split('.')[0]}, which is not installed: {TRAIN_HINT}", err=True)
+            sys.exit(2)
+        raise
+    except (ValueError, FileNotFoundError) as exc:  # DataError is a ValueError
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
 

@@ -10,30 +10,37 @@ from typing import Any
 from cassava_edge.contract import DEFAULT_SCAN
 
 
+# The Roboflow copies are 800x600 originals squeezed to 640x640 (../shared/data/README.md): a fact of that data
+# folder, so the recipe restores it whenever a folder of that name is trained on.
+RECIPE_RESTORE_ASPECT = {"cassava-roboflow": "4:3"}
+
+
 @dataclass
 class TrainConfig:
-    data: list[str] = field(default_factory=lambda: ["../shared/data/cassava"])
+    # The defaults are the shipped model's recipe (models/README.md): only the data folders must be given.
+    data: list[str] = field(default_factory=list)
     # Data folder name -> the true width:height of its photos, for folders whose photos were resized to another
     # shape (e.g. {"cassava-roboflow": "4:3"}: 800x600 originals squeezed to 640x640). Recorded in dataset.json.
+    # Folders named in RECIPE_RESTORE_ASPECT get their ratio without being named here.
     restore_aspect: dict[str, str] = field(default_factory=dict)
     output: str = "runs/latest"
     backbone: str = "efficientnet-lite0"
     # Weights: "imagenet" (Lite: from the registry packages; B0-B7 need a local file), a path to a .h5, or "none".
     weights: str = "imagenet"
-    crop_size: int = 512
-    photo_short_side: int = 600  # photos are brought to this shorter side before the random crop
-    epochs: int = 10
-    batch_size: int = 8
-    learning_rate: float = 1e-4
+    crop_size: int = 384
+    photo_short_side: int = 450  # photos are brought to this shorter side before the random crop
+    epochs: int = 8
+    batch_size: int = 16
+    learning_rate: float = 2e-4
     cosine_alpha: float = 0.3
     dropout: float = 0.4
     drop_connect: float = 0.2
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     # Keep the stem and the first N backbone blocks frozen: they see the largest feature maps, so freezing them
     # saves much of the backward pass on a CPU, and their generic edge filters need little tuning.
-    freeze_blocks: int = 0
-    ema_momentum: float = 0.0  # > 0: validate and checkpoint an exponential moving average of the weights
-    class_weights: str = "none"  # "none" | "balanced" | "sqrt" (square root of balanced: gentler)
+    freeze_blocks: int = 3
+    ema_momentum: float = 0.99  # > 0: validate and checkpoint an exponential moving average of the weights
+    class_weights: str = "sqrt"  # "none" | "balanced" | "sqrt" (square root of balanced: gentler)
     # Count the classes for class_weights in this data folder's training photos only (e.g. "cassava", the
     # originals users' photos look like). Counted over all folders, a folder with another class mix (the Roboflow
     # copies: no CBB, 4/5 of all Healthy) shrinks the weight of its classes for the originals too, and a model that
@@ -48,6 +55,10 @@ class TrainConfig:
     validation_fraction: float = 0.2
     validation_list: str | None = None  # a file of image ids (one per line, or a CSV with image_id) to validate on
     validation_folder: str | None = None  # which data folder the validation split is taken from (default: first)
+    # Cross-validation: hold out fold `fold` of a fold file (folder,image_id,label,fold; default the committed
+    # training/folds.csv over the originals) and train on every other photo of every data folder.
+    folds: str | None = None
+    fold: int | None = None
     seed: int = 42
     # Augmentation, as in the reference: rotation in fractions of a full turn, Keras zoom factor range, contrast.
     rotation: float = 0.25
@@ -73,6 +84,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from cassava_edge.scan import SCAN_PLANS
 
+        if self.fold is not None and self.validation_list:
+            raise ValueError("--fold and --validation-list both choose the validation photos: give one")
+        if self.folds and self.fold is None:
+            raise ValueError("--folds needs --fold N (the fold to hold out)")
         if self.checkpoint_plan not in SCAN_PLANS:
             raise ValueError(f"checkpoint_plan must be one of {', '.join(SCAN_PLANS)}, not {self.checkpoint_plan!r}")
 

