@@ -21,6 +21,7 @@ from cassava_edge.commands.classify import classify
 from cassava_edge.commands.common import UsageFailure
 from cassava_edge.commands.evaluate import evaluate
 from cassava_edge.commands.info import info
+from cassava_edge.commands.models import models_command
 from cassava_edge.errors import CassavaEdgeError
 
 
@@ -61,7 +62,7 @@ def cli() -> None:
     """Classify cassava leaf photos into five disease classes with an ONNX model."""
 
 
-for _command in (classify, info, evaluate):
+for _command in (classify, info, evaluate, models_command):
     cli.add_command(_command)
 _benchmark = benchmark_command()
 if _benchmark is not None:

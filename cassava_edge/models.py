@@ -67,6 +67,53 @@ def default_model_name() -> str | None:
     return stems.pop() if len(stems) == 1 else None
 
 
+@dataclass(frozen=True)
+class BundledModel:
+    """One model shipped with the package, as `cassava-edge models` lists it: its name and its variant files."""
+
+    name: str
+    variants: tuple[ModelFile, ...]  # one per precision, in PRECISIONS order
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(variant.path.stat().st_size for variant in self.variants)
+
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        return self.variants[0].metadata.crop_size
+
+
+def bundled_models() -> list[BundledModel]:
+    """Every bundled model reachable by name: the default one (the bundled folder's own files) first, then the
+    opt-in ones in its sub-folders. Everything shown comes from each file's metadata, never from a table here."""
+    folder = bundled_models_dir()
+    default = default_model_name()
+    named = ([(default, folder)] if default else []) + [(name, folder / name) for name in bundled_model_names()]
+    found = []
+    for name, where in named:
+        variants = [ModelFile(path, read_model_metadata(path)) for path in sorted(where.glob("*.onnx"))]
+        variants.sort(key=lambda variant: PRECISIONS.index(variant.precision) if variant.precision in PRECISIONS
+                      else len(PRECISIONS))
+        found.append(BundledModel(name, tuple(variants)))
+    return found
+
+
+def export_validation(metadata: ModelMetadata) -> tuple[float, str] | None:
+    """(accuracy, "N photos, scan S, tta T") of this very file as the export measured it, from its metadata;
+    None when the export wrote no such figure."""
+    measured = metadata.provenance.get("measured")
+    plan = metadata.provenance.get("export_validation")
+    if not isinstance(measured, dict) or not isinstance(measured.get("accuracy"), (int, float)):
+        return None
+    plan = plan if isinstance(plan, dict) else {}
+    how = ", ".join(
+        f"{key} {plan[key]}" if key != "photos" else f"{plan[key]} photos"
+        for key in ("photos", "scan", "tta")
+        if key in plan
+    )
+    return float(measured["accuracy"]), how
+
+
 def read_model_metadata(path: Path) -> ModelMetadata:
     """The cassava-edge metadata of the ONNX file at `path` (ModelError if missing, not ONNX or not ours)."""
     return ModelMetadata.from_onnx_props(read_metadata_props(path), source=str(path))

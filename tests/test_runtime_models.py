@@ -113,3 +113,38 @@ def test_every_bundled_model_is_reachable_by_its_name() -> None:
     assert resolve_model(default) == resolve_model(None)
     for name in bundled_model_names():
         assert resolve_model(name).name.startswith(name)
+
+
+def test_every_bundled_model_is_listed_with_figures_from_its_metadata(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from cassava_edge.cli import cli
+    from cassava_edge.models import bundled_models, export_validation
+
+    measured = {"measured": {"accuracy": 0.61}, "export_validation": {"photos": 7, "scan": "full", "tta": "none"}}
+    tinymodel.write_model(tmp_path / "lite.onnx", metadata=tinymodel.metadata_for(provenance=measured))
+    tinymodel.write_model(tmp_path / "lite.int8.onnx", metadata=tinymodel.metadata_for(precision="int8"))
+    tinymodel.write_model(tmp_path / "big" / "big.onnx", size=48, metadata=tinymodel.metadata_for(size=48))
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+
+    models = bundled_models()
+    assert [(m.name, m.crop_size, [v.precision for v in m.variants]) for m in models] == [
+        ("lite", (32, 32), ["fp32", "int8"]),
+        ("big", (48, 48), ["fp32"]),
+    ]
+    assert models[0].size_bytes == (tmp_path / "lite.onnx").stat().st_size + (tmp_path / "lite.int8.onnx").stat().st_size
+    assert export_validation(models[0].variants[0].metadata) == (0.61, "7 photos, scan full, tta none")
+    assert export_validation(models[0].variants[1].metadata) is None
+
+    result = CliRunner().invoke(cli, ["models"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("lite (input 32x32, ") and lines[0].endswith(", the default)")
+    assert "lite.onnx" in lines[1] and "accuracy 0.6100 (7 photos, scan full, tta none" in lines[1]
+    assert "int8" in lines[2] and "no validation figure" in lines[2]
+    assert lines[3].startswith("big (input 48x48, ") and "the default" not in lines[3]
+    # every listed name is one --model accepts
+    assert resolve_model("lite") == tmp_path / "lite.int8.onnx"
+    assert resolve_model("big") == tmp_path / "big" / "big.onnx"
