@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import click
 
-from cassava_edge.commands.common import check_output_path
+from cassava_edge.commands.common import UsageFailure, check_output_path
 from cassava_edge.contract import DEFAULT_SEED
 from cassava_edge.models import PRECISIONS, bundled_models_dir
 from cassava_edge.scan import SCAN_PLANS
@@ -23,6 +23,18 @@ from cassava_edge.tta import TTA_PRESETS
 from .harness import INSTALL_HINT, REPO_ROOT, PhotoPlan, RunConfig, run_benchmark
 from .reference import SEED_B3
 from .report import print_report, write_chart
+
+
+def output_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """click callback for --json/--chart: create the file's folder (BENCHMARKS.md writes into `out/`, which a fresh
+    clone lacks), then refuse what still cannot be written, as every output option does."""
+    if value is not None and not Path(value).parent.exists():
+        try:
+            Path(value).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            name = max(param.opts, key=len) if param.opts else param.name
+            raise UsageFailure(f"{name} {value}: cannot write there: {exc.strerror or exc}") from None
+    return check_output_path(ctx, param, value)
 
 
 def _split(values: Iterable[str]) -> list[str]:
@@ -88,10 +100,10 @@ def default_photos_dir() -> Path | None:
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime (and Keras, matmul) threads "
               "[default: onnxruntime's, one per physical core].")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the 'seed' TTA preset.")
-@click.option("--json", "json_path", type=click.Path(), callback=check_output_path,
-              help="Write every figure to FILE.")
-@click.option("--chart", "chart_path", type=click.Path(), callback=check_output_path,
-              help="Write a latency chart (PNG).")
+@click.option("--json", "json_path", type=click.Path(), callback=output_file,
+              help="Write every figure to FILE (its folder is created).")
+@click.option("--chart", "chart_path", type=click.Path(), callback=output_file,
+              help="Write a latency chart (PNG; its folder is created).")
 @click.option("--roofline", is_flag=True, help="Measure fp32 matmul GFLOP/s and report each run against it.")
 @click.option("--roofline-seconds", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="How long the matmul measurement runs.")

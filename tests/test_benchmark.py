@@ -286,3 +286,29 @@ def test_benchmark_that_measured_nothing_writes_nothing(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "nothing written" in result.output
     assert not report_path.exists() and not chart_path.exists()
+
+
+def test_benchmark_creates_the_folders_of_its_output_files(tmp_path: Path) -> None:
+    """BENCHMARKS.md writes into `out/`, which a fresh clone lacks: the command runs as written."""
+    from PIL import Image
+
+    from tests import tinymodel
+
+    model = tinymodel.write_model(tmp_path / "tiny.onnx")
+    photo = tmp_path / "leaf.jpg"
+    Image.new("RGB", (64, 48), (40, 120, 40)).save(photo)
+    report_path, chart_path = tmp_path / "out" / "bench.json", tmp_path / "out" / "charts" / "bench.png"
+    exit_code, output = _run(["--model", str(model), "--photos", str(photo), "--count", "1", "--warmup", "0",
+                              "--provider", "cpu", "--tta", "none", "--json", str(report_path),
+                              "--chart", str(chart_path)])
+    assert exit_code == 0, output
+    assert json.loads(report_path.read_text())["configurations"][0]["status"] == "ok"
+    assert chart_path.read_bytes()[:8] == PNG_MAGIC
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x")
+    result = CliRunner().invoke(benchmark_command, ["--model", str(model), "--photos", str(photo),
+                                                    "--json", str(blocked / "sub" / "bench.json")])
+    assert result.exit_code == 2
+    assert "--json" in result.output and "cannot write there" in result.output
+    assert "Traceback" not in result.output
