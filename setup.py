@@ -63,8 +63,9 @@ setup(
         "export": TENSORFLOW + ["tf2onnx>=1.16,<2", ONNX],
         "bench": ["matplotlib>=3.7", "psutil>=5.9", ONNX],
         # Bulk runs: the Ray Data engine (cassava_edge.ray; about 80 MB of wheels, 500 MB installed with pyarrow
-        # and pandas); pyarrow alone is enough for --format parquet.
-        "ray": ["ray[data]>=2.44"],
+        # and pandas); pyarrow alone is enough for --format parquet. Ray Serve: the service on many machines
+        # (cassava_edge.serve_ray), which mounts the [serve] app.
+        "ray": ["ray[data,serve]>=2.44"],
         "parquet": ["pyarrow>=14"],
         "dev": [
             "pytest>=7,<10",
@@ -74,8 +75,10 @@ setup(
             ONNX,
             # The PyTorch reference implementation that the Lite weight-port test compares against.
             "efficientnet-lite-pytorch==0.1.0",
-            # So that CI runs the Ray Data engine's tests on a local 2-CPU Ray instead of skipping them.
-            "ray[data]>=2.44,<3",
+            # So that CI runs the Ray Data and Ray Serve tests on a local 2-CPU Ray instead of skipping them.
+            "ray[data,serve]>=2.44,<3",
+            # The page's real-browser test drives Debian's chromium (installed by .ci/run) with it.
+            "selenium>=4.10,<5",
         ],
     },
     entry_points={
