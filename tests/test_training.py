@@ -200,7 +200,7 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
 
     # Distillation: a new run taught by this one's checkpoint, class weights counted on the originals only.
     student = TrainConfig(**{**config.__dict__, "output": str(tmp_path / "student"), "epochs": 1,
-                             "teachers": [str(run / "best.keras")], "distill_weight": 0.5,
+                             "teachers": [str(run / "best.keras")], "distill_weight": 0.5, "one_look": True,
                              "class_weights": "sqrt", "class_weight_folder": "cassava"})
     taught = train(student)
     assert json.loads((taught / "config.json").read_text())["teachers"] == [str(run / "best.keras")]

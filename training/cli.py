@@ -39,6 +39,9 @@ TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
               help="CutMix and/or MixUp batches (both: one of the two per batch).")
 @click.option("--mix-alpha", type=float, help="Beta(alpha, alpha) of the mixing ratio [default: 1.0].")
 @click.option("--mix-probability", type=float, help="Share of batches mixed [default: 0.5].")
+@click.option("--one-look/--no-one-look", default=None,
+              help="Give every photo the same odds of each look (Roboflow chain, JPEG, resolution, blur, black "
+                   "corners), so that the photo's source is no cue [default: off].")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Distil from this checkpoint (repeatable: the teachers' mean) [default: none].")
 @click.option("--distill-weight", type=float, help="Share of the teachers in the targets [default: 0.5].")

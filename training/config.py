@@ -73,6 +73,9 @@ class TrainConfig:
     # are blended into its targets with distill_weight (see distill.py). Empty: plain labels.
     teachers: list[str] = field(default_factory=list)
     distill_weight: float = 0.5
+    # One look for every photo (looks.py): the Roboflow chain, JPEG/resolution/blur jitter and black corners at the
+    # same odds whatever the photo's folder, so that the source is no cue for the class.
+    one_look: bool = False
     skip_bad: bool = False
     max_images: int | None = None  # per folder, for smoke tests
     resume: str | None = None  # a checkpoint (.keras) to continue from

@@ -155,9 +155,19 @@ def train(config: TrainConfig) -> Path:
         print(f"teachers scored {len(train_samples)} training photos in {time.time() - started:.0f} s "
               f"(their top-1 agrees with the labels on {agreement:.1%})", flush=True)
         targets = soft_targets(labels, teacher, config.distill_weight)
+    looks, corner_odds = None, None
+    if config.one_look:
+        from .looks import LookJitter, black_corner_odds, has_black_corners
+
+        looks = LookJitter()
+        black = [has_black_corners(photo) for photo in photos]
+        corner_odds = black_corner_odds([s.folder for s in train_samples], black)
+        shares = {f: round(float(np.mean([b for b, s in zip(black, train_samples) if s.folder == f])), 3)
+                  for f in sorted({s.folder for s in train_samples})}
+        print(f"one look: black corners already in {shares}; others get them until each folder has the same share")
     train_ds = make_dataset(photos, labels, crop_size=config.crop_size,
                             batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights,
-                            sampling=config.sampling, targets=targets)
+                            sampling=config.sampling, targets=targets, looks=looks, corner_odds=corner_odds)
     steps = math.ceil(len(train_samples) / config.batch_size)
     validation = make_callback(val_samples, config.photo_short_side, config.crop_size, plans)
 
