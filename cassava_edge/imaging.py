@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
 import cv2
 import numpy as np
 
 from cassava_edge.errors import ImageError, OptionError
 
-ImageSource = Union[str, Path, bytes, bytearray, memoryview, BinaryIO, np.ndarray]
+if TYPE_CHECKING:  # Pillow is optional: imported only by type checkers, never at run time
+    from PIL import Image
+
+ImageSource = Union[str, Path, bytes, bytearray, memoryview, BinaryIO, np.ndarray, "Image.Image"]
 
 DEFAULT_MAX_MEGAPIXELS = 89.0  # Pillow's decompression-bomb limit, so the two libraries refuse the same files
 COLOR_ORDERS = ("RGB", "BGR")
@@ -37,6 +40,9 @@ def source_name(source: object) -> str:
         return str(source)
     if isinstance(source, np.ndarray):
         return "<array>"
+    if is_pil_image(source):
+        filename = getattr(source, "filename", "")  # set by Image.open
+        return str(filename) if filename else "<PIL image>"
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<bytes>"
     if callable(getattr(source, "read", None)):
@@ -50,9 +56,10 @@ def load_image(
 ) -> np.ndarray:
     """Decode `source` into an HxWx3 uint8 RGB array, upright as the camera meant it.
 
-    `source` is a path (str or Path), encoded bytes, a binary file object or a numpy array. `color` gives the
-    channel order of an array (``"RGB"`` or ``"BGR"``, any case); pass ``color="BGR"`` for arrays from
-    ``cv2.imread``. Encoded images know their own order. Arrays may be HxW gray, HxWx3 or HxWx4, uint8, uint16 or
+    `source` is a path (str or Path), encoded bytes, a binary file object, a numpy array or a PIL image. `color`
+    gives the channel order of an array (``"RGB"`` or ``"BGR"``, any case); pass ``color="BGR"`` for arrays from
+    ``cv2.imread``. Encoded and PIL images know their own order; a PIL image is taken as its pixels, as
+    ``np.asarray(image.convert("RGB"))`` (apply ``ImageOps.exif_transpose`` first if it is not upright). Arrays may be HxW gray, HxWx3 or HxWx4, uint8, uint16 or
     float in 0..1. Raises ImageError for anything that is not a usable image, including files whose header
     announces more than `max_megapixels`, and for URLs (nothing is downloaded).
     """
@@ -60,8 +67,24 @@ def load_image(
     name = source_name(source)
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, name, bgr=(color == "BGR"))
+    if is_pil_image(source):
+        return _array_to_rgb(_pil_to_array(source), name, bgr=False)
     data = _read_bytes(source, name)
     return decode_image(data, name=name, max_megapixels=max_megapixels)
+
+
+def is_pil_image(source: object) -> bool:
+    """True for a PIL image, told by its class's module so that Pillow is never imported here."""
+    return type(source).__module__.startswith("PIL.") and hasattr(source, "getbands")
+
+
+def _pil_to_array(image: Any) -> np.ndarray:
+    """A PIL image as the array `_array_to_rgb` takes: L, RGB and RGBA as they are, other modes converted (palette
+    and gray+alpha keep their transparency as RGBA, so it is composited over white like an RGBA array)."""
+    if image.mode not in ("L", "RGB", "RGBA"):
+        transparent = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if transparent else "RGB")
+    return np.asarray(image)
 
 
 def check_color(color: str) -> str:
@@ -174,7 +197,7 @@ def _read_bytes(source: ImageSource, name: str) -> bytes:
     read = getattr(source, "read", None)
     if not callable(read):
         raise ImageError(name, f"cannot read an image from {_a(type(source).__name__)}; pass a path, bytes, "
-                               "a binary file object or an HxWx3 uint8 array")
+                               "a binary file object, a PIL image or an HxWx3 uint8 array")
     try:
         data = read()
     except OSError as exc:

@@ -1,0 +1,59 @@
+"""Conventions users bring from Ultralytics, MediaPipe and Hugging Face: PIL images, reprs, MediaPipe options."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cassava_edge import Classifier
+
+Image = pytest.importorskip("PIL.Image", reason="Pillow is not installed")
+
+
+def test_a_pil_image_gets_the_answer_of_the_same_pixels_as_an_rgb_array(
+    photo_model: Path, cassava_photos: list[Path]
+) -> None:
+    classifier = Classifier(photo_model, provider="cpu", tta="flip", scan="grid")
+    with Image.open(cassava_photos[0]) as opened:
+        image = opened.convert("RGB")
+    pixels = np.asarray(image)
+
+    from_pil = classifier.classify(image, top_k=5)
+    from_array = classifier.classify(pixels, top_k=5)
+
+    assert from_pil.ok and from_pil.error is None
+    assert from_pil.probabilities == from_array.probabilities and from_pil.label == from_array.label
+    # Pixels, not colour order: color="BGR" applies to arrays only, as for encoded photos.
+    assert classifier.classify(image, color="BGR", top_k=5).probabilities == from_array.probabilities
+
+
+def test_classify_many_takes_pil_images_among_other_sources(photo_model: Path, cassava_photos: list[Path]) -> None:
+    classifier = Classifier(photo_model, provider="cpu")
+    with Image.open(cassava_photos[1]) as opened:
+        opened.load()
+        gray = opened.convert("L")
+        palette = opened.convert("P")
+        results = list(classifier.classify_many([opened, cassava_photos[1], gray, palette], workers=0))
+
+    from_path, from_gray_array = results[1], classifier.classify(np.asarray(gray))
+    assert [r.status for r in results] != ["failed"] * 4 and all(r.error is None for r in results)
+    assert results[0].source == str(cassava_photos[1])  # Image.open keeps the file name
+    # An opened JPEG's pixels are its decoded pixels (this photo has no EXIF turn), so the same answer as its path.
+    np.testing.assert_allclose(list(results[0].probabilities.values()), list(from_path.probabilities.values()),
+                               atol=1e-6)
+    assert results[2].probabilities == from_gray_array.probabilities
+    assert results[3].source == "<PIL image>"
+
+
+def test_pillow_is_not_imported_unless_a_pil_image_is_passed(tiny_model: Path) -> None:
+    code = (
+        "import sys, numpy as np; from cassava_edge import Classifier; "
+        f"c = Classifier({str(tiny_model)!r}, provider='cpu'); c.classify(np.zeros((32, 32, 3), np.uint8)); "
+        "list(c.classify_many([b'not an image'], workers=0)); print('PIL' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
