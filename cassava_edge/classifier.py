@@ -234,6 +234,13 @@ class Classifier:
 
     # -- description -------------------------------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        # The model's name is its file stem, which its variants share (cassava-lite0.int8.onnx -> cassava-lite0).
+        return (
+            f"Classifier(model={self.session.path.name.split('.')[0]!r}, variant={self.metadata.precision!r}, "
+            f"provider={self.session.providers[0]!r}, tta={self.tta.name!r}, scan={self.scan!r})"
+        )
+
     def info(self) -> dict[str, Any]:
         """What runs: model file and metadata, providers, settings and library versions."""
         return {

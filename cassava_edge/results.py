@@ -71,6 +71,15 @@ class Classification:
     status: str = OK
     not_cassava_score: Optional[float] = None
 
+    def __repr__(self) -> str:
+        # Short on purpose: probabilities, top_k and views make the dataclass repr many lines long; see to_dict().
+        confidence = "None" if self.confidence is None else f"{self.confidence:.3f}"
+        error = f", error={self.error!r}" if self.error is not None else ""
+        return (
+            f"Classification(source={self.source!r}, status={self.status!r}, label={self.label!r}, "
+            f"confidence={confidence}{error})"
+        )
+
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")

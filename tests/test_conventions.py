@@ -57,3 +57,19 @@ def test_pillow_is_not_imported_unless_a_pil_image_is_passed(tiny_model: Path) -
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_reprs_say_what_runs_and_what_came_out(tiny_model: Path) -> None:
+    classifier = Classifier(tiny_model, provider="cpu", tta="flip", scan="grid")
+    assert repr(classifier) == (
+        "Classifier(model='quadrant32', variant='fp32', provider='CPUExecutionProvider', tta='flip', scan='grid')"
+    )
+    result = classifier.classify(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    assert result.confidence is not None
+    assert repr(result) == (
+        f"Classification(source='<array>', status={result.status!r}, label={result.label!r}, "
+        f"confidence={result.confidence:.3f})"
+    )
+    failed = next(classifier.classify_many([b"not an image"], workers=0))
+    assert repr(failed).startswith("Classification(source='<bytes>', status='failed', label=None, confidence=None, "
+                                   "error='")
