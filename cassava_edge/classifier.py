@@ -33,6 +33,7 @@ from cassava_edge.tta import make_tta
 MAX_ASPECT_RATIO = 20.0
 # Photos per group on CPU; on a GPU a group holds at least one chunk of views.
 DEFAULT_BATCH_IMAGES = 4
+DEFAULT_TOP_K = 3
 
 
 class Classifier:
@@ -40,6 +41,9 @@ class Classifier:
 
     `tta` and `scan` default to the model's own choice (metadata ``default_tta``/``default_scan``). `seed` feeds
     the ``seed`` TTA preset. One Classifier may be shared by several threads.
+
+    `top_k` and `min_confidence` are the defaults of every call, which may override them. MediaPipe's spellings,
+    `max_results` and `score_threshold`, mean the same two things, here and per call.
     """
 
     def __init__(
@@ -55,9 +59,12 @@ class Classifier:
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         variant: str | None = None,
         min_confidence: float | None = None,
+        top_k: int | None = None,
+        max_results: int | None = None,
+        score_threshold: float | None = None,
     ) -> None:
-        if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
-            raise OptionError(f"min_confidence must be within 0..1, got {min_confidence!r}")
+        top_k, min_confidence = _call_options(top_k, max_results, min_confidence, score_threshold)
+        self.top_k = DEFAULT_TOP_K if top_k is None else top_k
         if provider not in PROVIDERS:
             raise OptionError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
         # Variants are chosen for the provider we expect to get; `auto` expects CUDA when onnxruntime has it.
@@ -127,30 +134,38 @@ class Classifier:
         source: str,
         probs: np.ndarray,
         prepared: PreparedImage,
-        top_k: int = 3,
+        top_k: int | None = None,
         return_views: bool = False,
+        min_confidence: float | None = None,
     ) -> Classification:
         """Average one photo's view outputs (from `infer`) into a Classification: the mean probabilities are
-        calibrated, then the status is decided (see `status_of`)."""
+        calibrated, then the status is decided (see `status_of`). `top_k`/`min_confidence`: None is the
+        Classifier's own."""
         probs, not_cassava_logits = self._split_outputs(probs)
         calibration = self.metadata.calibration
+        top_k = _check_top_k(self.top_k if top_k is None else top_k)
         result = Classification.from_probabilities(
-            source, probs, self.labels, prepared, top_k=_check_top_k(top_k), return_views=return_views,
+            source, probs, self.labels, prepared, top_k=top_k, return_views=return_views,
             temperature=calibration.temperature if calibration else None,
         )
         # The photo's score is the sigmoid of its views' mean logit, as export fitted the threshold on.
         score = None if not_cassava_logits is None else float(sigmoid(not_cassava_logits.astype(np.float64).mean()))
         assert result.confidence is not None
-        return result.judged(self.status_of(result.confidence, score), score)
+        return result.judged(self.status_of(result.confidence, score, min_confidence), score)
 
-    def status_of(self, confidence: float, not_cassava_score: float | None) -> str:
+    def status_of(
+        self, confidence: float, not_cassava_score: float | None, min_confidence: float | None = None
+    ) -> str:
         """The status of a classified photo: not_cassava when its score reaches the model's threshold, else
-        uncertain when its calibrated confidence is under the minimum confidence, else ok."""
+        uncertain when its calibrated confidence is under the minimum confidence (`min_confidence`, or the
+        Classifier's when None), else ok."""
+        if min_confidence is None:
+            min_confidence = self.min_confidence
         trust = self.metadata.trust
         threshold = trust.not_cassava_threshold if trust else None
         if not_cassava_score is not None and threshold is not None and not_cassava_score >= threshold:
             return NOT_CASSAVA
-        if self.min_confidence is not None and confidence < self.min_confidence:
+        if min_confidence is not None and confidence < min_confidence:
             return UNCERTAIN
         return OK
 
@@ -163,13 +178,21 @@ class Classifier:
     # -- whole pipeline ----------------------------------------------------------------------------------------
 
     def classify(
-        self, image: ImageSource, *, color: str = "RGB", top_k: int = 3, return_views: bool = False
+        self,
+        image: ImageSource,
+        *,
+        color: str = "RGB",
+        top_k: int | None = None,
+        return_views: bool = False,
+        min_confidence: float | None = None,
+        max_results: int | None = None,
+        score_threshold: float | None = None,
     ) -> Classification:
         """Classify one photo; raises ImageError if it cannot be read."""
-        _check_top_k(top_k)
+        top_k, min_confidence = _call_options(top_k, max_results, min_confidence, score_threshold)
         name = source_name(image)
         prepared = self.prepare(self.load(image, color=color), name=name)
-        return self.postprocess(name, self.infer(prepared.views), prepared, top_k, return_views)
+        return self.postprocess(name, self.infer(prepared.views), prepared, top_k, return_views, min_confidence)
 
     def classify_many(
         self,
@@ -177,9 +200,12 @@ class Classifier:
         *,
         batch_images: int | None = None,
         color: str = "RGB",
-        top_k: int = 3,
+        top_k: int | None = None,
         return_views: bool = False,
         workers: int | None = None,
+        min_confidence: float | None = None,
+        max_results: int | None = None,
+        score_threshold: float | None = None,
     ) -> Iterator[Classification]:
         """Classify photos lazily, yielding results in input order.
 
@@ -196,10 +222,12 @@ class Classifier:
             batch_images = max(DEFAULT_BATCH_IMAGES, self.session.chunk_size // self.tta.views_per_crop)
         if batch_images < 1:
             raise OptionError(f"batch_images must be at least 1, got {batch_images}")
-        _check_top_k(top_k)
+        top_k, min_confidence = _call_options(top_k, max_results, min_confidence, score_threshold)
         color = check_color(color)  # a bad value is the caller's mistake, not every photo's failure
         workers = check_workers(workers)
-        classify_group = functools.partial(self._classify_group, color=color, top_k=top_k, return_views=return_views)
+        classify_group = functools.partial(
+            self._classify_group, color=color, top_k=top_k, return_views=return_views, min_confidence=min_confidence
+        )
         # Whole groups per thread, not photos: besides overlapping decoding with inference, two onnxruntime calls
         # then run at once, which keeps a busy or many-core CPU fuller than one call's intra-op threads do.
         groups = batched(images, batch_images)
@@ -207,7 +235,12 @@ class Classifier:
             yield from results
 
     def _classify_group(
-        self, images: list[ImageSource], color: str, top_k: int, return_views: bool
+        self,
+        images: list[ImageSource],
+        color: str,
+        top_k: int | None,
+        return_views: bool,
+        min_confidence: float | None,
     ) -> list[Classification]:
         names = [source_name(image) for image in images]
         prepared: list[PreparedImage | None] = []
@@ -229,7 +262,7 @@ class Classifier:
             assert probs is not None
             rows = probs[offset : offset + item.num_views]
             offset += item.num_views
-            results.append(self.postprocess(name, rows, item, top_k, return_views))
+            results.append(self.postprocess(name, rows, item, top_k, return_views, min_confidence))
         return results
 
     # -- description -------------------------------------------------------------------------------------------
@@ -254,6 +287,7 @@ class Classifier:
             "scan": self.scan,
             "seed": self.seed,
             "max_megapixels": self.max_megapixels,
+            "top_k": self.top_k,
             "min_confidence": self.min_confidence,
             "min_short_side": self.min_short_side,
             "not_cassava_output": self.session.not_cassava_name,
@@ -264,6 +298,26 @@ class Classifier:
                 "numpy": np.__version__,
             },
         }
+
+
+def _call_options(
+    top_k: int | None, max_results: int | None, min_confidence: float | None, score_threshold: float | None
+) -> tuple[int | None, float | None]:
+    """(top_k, min_confidence) from either spelling, checked; None where neither was given."""
+    top_k = _either("top_k", top_k, "max_results", max_results)
+    min_confidence = _either("min_confidence", min_confidence, "score_threshold", score_threshold)
+    if top_k is not None:
+        _check_top_k(top_k)
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise OptionError(f"min_confidence must be within 0..1, got {min_confidence!r}")
+    return top_k, min_confidence
+
+
+def _either(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    """`value` or its MediaPipe spelling `alias_value`; both given and different is a mistake, not a choice."""
+    if value is not None and alias_value is not None and value != alias_value:
+        raise OptionError(f"{name}={value!r} and {alias}={alias_value!r} disagree; {alias} is {name}'s other name")
+    return value if value is not None else alias_value
 
 
 def _check_top_k(top_k: int) -> int:

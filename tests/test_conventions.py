@@ -73,3 +73,39 @@ def test_reprs_say_what_runs_and_what_came_out(tiny_model: Path) -> None:
     failed = next(classifier.classify_many([b"not an image"], workers=0))
     assert repr(failed).startswith("Classification(source='<bytes>', status='failed', label=None, confidence=None, "
                                    "error='")
+
+
+def test_mediapipe_options_are_top_k_and_min_confidence_on_the_classifier_and_per_call(tiny_model: Path) -> None:
+    photo = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    plain = Classifier(tiny_model, provider="cpu")
+    confidence = plain.classify(photo).confidence
+    assert confidence is not None and len(plain.classify(photo).top_k) == 3  # the default
+
+    mediapipe = Classifier(tiny_model, provider="cpu", max_results=2, score_threshold=1.0)
+    assert (mediapipe.top_k, mediapipe.min_confidence) == (2, 1.0)
+    result = mediapipe.classify(photo)
+    assert len(result.top_k) == 2 and result.status == "uncertain"  # nothing reaches a threshold of 1.0
+    # Per call, either spelling overrides the Classifier's, in classify and in classify_many alike.
+    for per_call in ({"max_results": 5, "score_threshold": 0.0}, {"top_k": 5, "min_confidence": 0.0}):
+        assert len(mediapipe.classify(photo, **per_call).top_k) == 5
+        assert mediapipe.classify(photo, **per_call).status == "ok"
+        (many,) = mediapipe.classify_many([photo], workers=0, **per_call)
+        assert len(many.top_k) == 5 and many.status == "ok"
+    assert Classifier(tiny_model, provider="cpu", top_k=4, max_results=4).top_k == 4  # both, agreeing: fine
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"top_k": 2, "max_results": 3}, {"min_confidence": 0.5, "score_threshold": 0.6}],
+)
+def test_both_spellings_disagreeing_is_a_value_error(tiny_model: Path, options: dict[str, float]) -> None:
+    photo = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="disagree"):
+        Classifier(tiny_model, provider="cpu", **options)
+    classifier = Classifier(tiny_model, provider="cpu")
+    with pytest.raises(ValueError, match="disagree"):
+        classifier.classify(photo, **options)
+    with pytest.raises(ValueError, match="disagree"):
+        next(classifier.classify_many([photo], **options))
+    with pytest.raises(ValueError, match="within 0..1"):
+        classifier.classify(photo, score_threshold=1.5)
