@@ -40,7 +40,7 @@ def test_classify_many_takes_pil_images_among_other_sources(photo_model: Path, c
         results = list(classifier.classify_many([opened, cassava_photos[1], gray, palette], workers=0))
 
     from_path, from_gray_array = results[1], classifier.classify(np.asarray(gray))
-    assert [r.status for r in results] != ["failed"] * 4 and all(r.error is None for r in results)
+    assert all(r.status != "failed" and r.error is None for r in results), [r.error for r in results]
     assert results[0].source == str(cassava_photos[1])  # Image.open keeps the file name
     # An opened JPEG's pixels are its decoded pixels (this photo has no EXIF turn), so the same answer as its path.
     np.testing.assert_allclose(list(results[0].probabilities.values()), list(from_path.probabilities.values()),
