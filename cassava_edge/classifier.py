@@ -14,12 +14,12 @@ from typing import Any, Iterable, Iterator
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 import cassava_edge
 
 from cassava_edge.contract import DEFAULT_SEED
 from cassava_edge.errors import CassavaEdgeError, ImageError, OptionError
+from cassava_edge.extras import onnxruntime as ort  # an extra ([cpu] or [gpu]): imported on first use
 from cassava_edge.imaging import DEFAULT_MAX_MEGAPIXELS, ImageSource, check_color, load_image, source_name
 from cassava_edge.models import resolve_model
 from cassava_edge.pipeline import batched, check_workers, ordered_map

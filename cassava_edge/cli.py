@@ -23,6 +23,7 @@ from cassava_edge.commands.evaluate import evaluate
 from cassava_edge.commands.info import info
 from cassava_edge.commands.models import models_command
 from cassava_edge.errors import CassavaEdgeError
+from cassava_edge.extras import missing_extra_message
 
 
 # Set to see the traceback of an unexpected error instead of its one-line summary.
@@ -30,8 +31,9 @@ DEBUG_VARIABLE = "CASSAVA_EDGE_DEBUG"
 
 
 class CliGroup(click.Group):
-    """Every error escaping a command becomes one line, never a traceback: a CassavaEdgeError is the user's (exit
-    2), an OSError the system's (exit 1, e.g. a full disk while writing), anything else a bug (exit 1)."""
+    """Every error escaping a command becomes one line, never a traceback: a CassavaEdgeError or a missing extra
+    is the user's (exit 2, naming what to install), an OSError the system's (exit 1, e.g. a full disk while
+    writing), anything else a bug (exit 1)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -48,6 +50,10 @@ class CliGroup(click.Group):
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
         except Exception as exc:
+            # An extra's module imported outside cassava_edge.extras (e.g. by the benchmarks): name its install.
+            missing = missing_extra_message(exc) if isinstance(exc, ModuleNotFoundError) else None
+            if missing is not None:
+                raise UsageFailure(missing) from None
             if os.environ.get(DEBUG_VARIABLE):
                 raise
             raise click.ClickException(

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import onnxruntime as ort
 
 from cassava_edge.calibration import softmax
 from cassava_edge.contract import DEFAULT_CHUNK_SIZE_CPU, DEFAULT_CHUNK_SIZE_CUDA
 from cassava_edge.errors import ModelError, OptionError, ProviderError
+from cassava_edge.extras import onnxruntime as ort  # an extra ([cpu] or [gpu]): imported on first use
 from cassava_edge.metadata import ModelMetadata
 
 logger = logging.getLogger("cassava_edge")
@@ -28,11 +28,12 @@ CUDA = "CUDAExecutionProvider"
 # Views per onnxruntime call. Small on CPU: larger batches gain nothing there and hold more memory;
 # a GPU needs large batches to be busy.
 DEFAULT_CHUNK_SIZE = {CPU: DEFAULT_CHUNK_SIZE_CPU, CUDA: DEFAULT_CHUNK_SIZE_CUDA}
+# Names of onnxruntime's GraphOptimizationLevel members (looked up when a session is made, onnxruntime being an extra).
 GRAPH_OPTIMIZATION = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
 }
 
 
@@ -158,7 +159,8 @@ class OnnxSession:
             "intra_op_threads": options.intra_op_num_threads,
             "inter_op_threads": options.inter_op_num_threads,
             "graph_optimization": next(
-                (name for name, level in GRAPH_OPTIMIZATION.items() if level == options.graph_optimization_level),
+                (name for name, level in GRAPH_OPTIMIZATION.items()
+                 if getattr(ort.GraphOptimizationLevel, level) == options.graph_optimization_level),
                 str(options.graph_optimization_level),
             ),
         }
@@ -169,7 +171,7 @@ class OnnxSession:
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file")
         options = ort.SessionOptions()
-        options.graph_optimization_level = GRAPH_OPTIMIZATION[graph_optimization]
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[graph_optimization])
         options.intra_op_num_threads = threads or 0  # 0 = onnxruntime's default, one per physical core
         options.inter_op_num_threads = inter_op_threads or 0
         options.log_severity_level = 3  # errors only: node-placement warnings are noise for users

@@ -1,7 +1,7 @@
 """`python -m export` / `cassava-edge-export`: a Keras checkpoint to self-describing, parity-checked ONNX files.
 
 Exit codes: 0 done; 1 a check failed (parity: nothing written; a refused variant: the others written);
-2 bad input (one line on stderr, no traceback).
+2 bad input or a missing extra (one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -13,7 +13,15 @@ from pathlib import Path
 import click
 
 from cassava_edge.contract import DEFAULT_SCAN, DEFAULT_TTA
+from cassava_edge.extras import ONNXRUNTIME_HINT
 from .errors import ExportError, InputError
+
+# The [export] extra's modules, imported only once an export starts, so that --help works without them;
+# onnxruntime (parity and accuracy checks) comes with the runtime's own extra.
+INSTALL_HINTS = {
+    **dict.fromkeys(("keras", "tensorflow", "tf2onnx", "onnx"), 'pip install "cassava-edge[export]"'),
+    "onnxruntime": ONNXRUNTIME_HINT,
+}
 
 
 def _variants(value: str) -> tuple[str, ...]:
@@ -49,16 +57,16 @@ def main(source: Path, output: Path, name: str | None, variants: str, calibratio
     """Export SOURCE (a training run folder or a .keras file) to ONNX: NAME.onnx (fp32), NAME.fp16.onnx,
     NAME.int8.onnx and NAME.variants.json (sizes, parity, accuracy, latency)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter would bury the report
-    from .pipeline import export_model
-    from .plan import ExportRequest
-
-    request = ExportRequest(
-        source=source, output=output, name=name, variants=_variants(variants), calibration=calibration,
-        calibration_count=calibration_count, validation=validation, validation_list=validation_list,
-        default_tta=default_tta, default_scan=default_scan, photo_short_side=photo_short_side,
-        int8_configs=tuple(c.strip() for c in int8_configs.split(",") if c.strip()), force=force, seed=seed,
-    )
     try:
+        from .pipeline import export_model
+        from .plan import ExportRequest
+
+        request = ExportRequest(
+            source=source, output=output, name=name, variants=_variants(variants), calibration=calibration,
+            calibration_count=calibration_count, validation=validation, validation_list=validation_list,
+            default_tta=default_tta, default_scan=default_scan, photo_short_side=photo_short_side,
+            int8_configs=tuple(c.strip() for c in int8_configs.split(",") if c.strip()), force=force, seed=seed,
+        )
         export_model(request, echo=click.echo)
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -66,6 +74,12 @@ def main(source: Path, output: Path, name: str | None, variants: str, calibratio
     except ExportError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except ModuleNotFoundError as exc:
+        module = (exc.name or "").split(".")[0]
+        if module not in INSTALL_HINTS:
+            raise  # not a module of an extra but a broken install, whose traceback is the useful report
+        click.echo(f"error: the export needs {module}, which is not installed: {INSTALL_HINTS[module]}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
