@@ -23,7 +23,6 @@ from cassava_edge.extras import onnxruntime as ort  # an extra ([cpu] or [gpu]):
 from cassava_edge.imaging import DEFAULT_MAX_MEGAPIXELS, ImageSource, check_color, load_image, source_name
 from cassava_edge.models import resolve_model
 from cassava_edge.pipeline import batched, check_workers, ordered_map
-from cassava_edge.quality import color_problem
 from cassava_edge.calibration import sigmoid
 from cassava_edge.results import NOT_CASSAVA, OK, UNCERTAIN, Classification, PreparedImage
 from cassava_edge.scan import check_plan, make_crops
@@ -101,10 +100,7 @@ class Classifier:
         return load_image(image, color=color, max_megapixels=self.max_megapixels)
 
     def prepare(self, rgb: np.ndarray, *, name: str = "<array>") -> PreparedImage:
-        """Scale the photo to training scale, cut the scan plan's crops and make the TTA views (float32).
-
-        ImageError for a photo the model cannot judge: too small or too elongated, or (for a model with trust
-        gates) without usable colour, as `cassava_edge.quality.color_problem` tells."""
+        """Scale the photo to training scale, cut the scan plan's crops and make the TTA views (float32)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
             raise ImageError(name, f"prepare needs an HxWx3 uint8 RGB array (use load), got {rgb.shape} {rgb.dtype}")
         height, width = rgb.shape[:2]
@@ -114,10 +110,6 @@ class Classifier:
             )
         if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
             raise ImageError(name, f"{width}x{height} is too elongated to classify (over {MAX_ASPECT_RATIO:g}:1)")
-        if self.metadata.trust is not None:  # a model with trust gates judges only photos with colour to judge
-            problem = color_problem(rgb)
-            if problem is not None:
-                raise ImageError(name, problem)
         crops = make_crops(rgb, self.scan, self.metadata.photo.short_side, self.metadata.crop_size)
         views = self.tta.apply(crops.images).astype(np.float32, copy=False)
         return PreparedImage(
