@@ -99,7 +99,8 @@ def test_unknown_source_type_and_color() -> None:
     with pytest.raises(ImageError) as refused:
         load_image(12345)  # type: ignore[arg-type]
     assert str(refused.value) == (
-        "<int>: cannot read an image from an int; pass a path, bytes, a binary file object or an HxWx3 uint8 array"
+        "<int>: cannot read an image from an int; pass a path, bytes, a binary file object, a PIL image or an HxWx3 uint8 "
+        "array"
     )
     with pytest.raises(ImageError, match="cannot read an image from a dict"):
         load_image({"path": "leaf.jpg"})  # type: ignore[arg-type]
