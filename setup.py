@@ -14,6 +14,8 @@ NUMPY = "numpy>=1.24,<3"
 ONNX = "onnx>=1.15,<2"
 ONNXRUNTIME = "onnxruntime>=1.17,<2"
 TENSORFLOW = ["tensorflow-cpu>=2.16,<3", "keras>=3.3,<4"]
+# `cassava-edge serve` (cassava_edge.serve): the app, its server, uploads and its metrics.
+SERVE = ["fastapi>=0.110,<1", "uvicorn>=0.29,<1", "python-multipart>=0.0.9", "prometheus-client>=0.20,<1"]
 
 # The repository keeps short folder names; installed, they carry the project's name, so that they never collide
 # with another distribution's `training` or `export` package. Inside, they import each other by these names.
@@ -46,7 +48,7 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir={**RENAMED, **BUNDLED_MODELS},
-    package_data={"cassava_edge": ["py.typed"], "cassava_edge.bundled": ["*.onnx", "*.json", "*.txt", "*.md", "*/*.onnx", "*/*.json"]},
+    package_data={"cassava_edge": ["py.typed", "serve/static/*"], "cassava_edge.bundled": ["*.onnx", "*.json", "*.txt", "*.md", "*/*.onnx", "*/*.json"]},
     install_requires=[NUMPY, "opencv-python-headless>=4.8", "click>=8.1,<9"],
     extras_require={
         # Pick exactly one onnxruntime flavour: the two packages overwrite each other.
@@ -67,6 +69,7 @@ setup(
         # (cassava_edge.serve_ray), which mounts the [serve] app.
         "ray": ["ray[data,serve]>=2.44"],
         "parquet": ["pyarrow>=14"],
+        "serve": SERVE,
         "dev": [
             "pytest>=7,<10",
             "setuptools>=70.1",  # tests/test_packaging.py builds the wheel with it, without network access
@@ -77,6 +80,9 @@ setup(
             "efficientnet-lite-pytorch==0.1.0",
             # So that CI runs the Ray Data and Ray Serve tests on a local 2-CPU Ray instead of skipping them.
             "ray[data,serve]>=2.44,<3",
+            # So that the service's tests run (TestClient needs httpx) instead of skipping.
+            *SERVE,
+            "httpx>=0.27",
             # The page's real-browser test drives Debian's chromium (installed by .ci/run) with it.
             "selenium>=4.10,<5",
         ],
@@ -87,6 +93,7 @@ setup(
         "cassava_edge.commands": [
             "benchmark=cassava_edge_benchmarks.cli:benchmark_command",
             "benchmark-bulk=cassava_edge_benchmarks.bulk:bulk_command",
+            "benchmark-serve=cassava_edge_benchmarks.serve_load:serve_load_command",
         ],
         "console_scripts": [
             "cassava-edge=cassava_edge.cli:main",

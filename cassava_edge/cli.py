@@ -22,6 +22,7 @@ from cassava_edge.commands.common import UsageFailure
 from cassava_edge.commands.evaluate import evaluate
 from cassava_edge.commands.info import info
 from cassava_edge.commands.models import models_command
+from cassava_edge.commands.serve import benchmark_serve, serve
 from cassava_edge.errors import CassavaEdgeError
 from cassava_edge.extras import missing_extra_message
 
@@ -74,6 +75,8 @@ _benchmark = benchmark_command()
 if _benchmark is not None:
     cli.add_command(_benchmark, "benchmark")
 cli.add_command(benchmark_bulk, "benchmark-bulk")
+cli.add_command(serve)
+cli.add_command(benchmark_serve, "benchmark-serve")
 
 
 def _silence_stdout() -> None:
