@@ -111,6 +111,9 @@ page.input.addEventListener("change", () => {
   showNothing();
 });
 
+// A file the browser cannot show (not an image, or HEIC on most browsers) is still sent: the service says why.
+page.preview.addEventListener("error", () => { page.preview.hidden = true; });
+
 page.form.addEventListener("submit", (event) => {
   event.preventDefault();
   const photo = page.input.files[0];
