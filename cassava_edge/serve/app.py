@@ -221,7 +221,7 @@ def create_app(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After"],
         )
-    app.add_middleware(UploadLimit, limits={
+    app.add_middleware(UploadLimit, photo_limit=settings.max_upload_bytes, limits={
         "/v1/classify": settings.max_upload_bytes + MULTIPART_OVERHEAD,
         "/v1/classify/batch": settings.max_upload_bytes * MAX_BATCH_PHOTOS + MULTIPART_OVERHEAD,
     })
@@ -442,10 +442,12 @@ def add_error_handlers(app: FastAPI) -> None:
 
 class UploadLimit:
     """ASGI middleware: a request body over its path's limit is a 413, told by Content-Length before a byte is
-    read, or while it streams when the length is not announced (or is a lie)."""
+    read, or while it streams when the length is not announced (or is a lie). The answer names `photo_limit`,
+    the limit people set (a body's limit adds room for multipart headers, or for a batch's photos)."""
 
-    def __init__(self, app: ASGIApp, limits: dict[str, int]) -> None:
+    def __init__(self, app: ASGIApp, photo_limit: int, limits: dict[str, int]) -> None:
         self.app = app
+        self.photo_limit = photo_limit
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -454,7 +456,7 @@ class UploadLimit:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            return await too_large(limit)(scope, receive, send)
+            return await too_large(self.photo_limit)(scope, receive, send)
         received = 0
 
         async def counted() -> Message:
@@ -463,7 +465,7 @@ class UploadLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise UploadTooLarge(limit)
+                    raise UploadTooLarge(self.photo_limit)
             return message
 
         await self.app(scope, counted, send)
