@@ -2,7 +2,8 @@
 
 The group lives here (with the error handling every command shares); each command lives in its own module in
 `cassava_edge/commands/`, writers in `cassava_edge.writers`, file discovery in `cassava_edge.sources`.
-Exit codes: 0 all files classified, 1 some files failed, 2 usage errors (bad path or option, unusable model).
+Exit codes: 0 all files classified, 1 some files failed, 2 usage errors (bad path or option, unusable model, a
+missing extra), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import click
 from cassava_edge import __version__
 from cassava_edge.commands.benchmark import benchmark_command
 from cassava_edge.commands.benchmark_bulk import benchmark_bulk
+from cassava_edge.commands.bulk import EXIT_INTERRUPTED
 from cassava_edge.commands.classify import classify
 from cassava_edge.commands.common import UsageFailure
 from cassava_edge.commands.evaluate import evaluate
@@ -41,6 +43,11 @@ class CliGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C before any result (a command that writes results says more): click would print "Aborted!"
+            # and exit 1, which here means "some photos failed".
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
         except CassavaEdgeError as exc:
             raise UsageFailure(str(exc)) from None
         except BrokenPipeError:

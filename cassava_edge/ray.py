@@ -15,11 +15,13 @@ The paths must be readable where the actors run (a shared file system on a clust
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import os
 import socket
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
@@ -41,6 +43,15 @@ DEFAULT_BATCH_SIZE = 32
 # end the run with an error, not loop.
 DEFAULT_MAX_RESTARTS = 3
 DEFAULT_MAX_TASK_RETRIES = 3
+# Ray's messages that are about Ray, not the run, kept off the terminal (set where the user has not set them; they
+# reach the Ray that `connect` starts, and this process's own Ray client):
+QUIET_RAY_ENVIRONMENT = {
+    # C++ log lines under fatal: every Ray Data actor pool with restarts logs an error-level line about its
+    # constructor arguments (ray-project/ray#57733, a Ray Data internal), on every run.
+    "RAY_BACKEND_LOG_LEVEL": "fatal",
+    # "Task ... failed. There are 3 retries remaining" on stdout, for each batch in flight when Ctrl-C stops a run.
+    "RAY_enable_output_error_log_if_still_retry": "0",
+}
 
 
 class ClassifyBatch:
@@ -143,7 +154,7 @@ def photo_paths(photos: str | Path | Iterable[str | Path]) -> list[Path]:
 def connect(address: str | None = None, *, num_cpus: int | None = None, timeout: float = 5.0) -> None:
     """``ray.init`` on `address` (a cluster's ``host:port``, ``ray://host:port`` or ``auto``), or a new local Ray
     with its workers at normal priority when None (and $RAY_ADDRESS is unset) or ``local``. Quiet: Ray's errors
-    only, the actors' output not forwarded. An address that does not answer within `timeout` seconds raises
+    only, the actors' output not forwarded, none of Ray's internal notices (QUIET_RAY_ENVIRONMENT). An address that does not answer within `timeout` seconds raises
     SourceError at once, where Ray itself would retry for a minute."""
     import ray
 
@@ -160,12 +171,30 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, timeout:
             socket.create_connection((host, int(port)), timeout=timeout).close()
         except (OSError, ValueError) as exc:
             raise SourceError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+    for name, value in QUIET_RAY_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     try:
-        ray.init(address=address, num_cpus=num_cpus if local else None, include_dashboard=False,
-                 log_to_driver=False, ignore_reinit_error=True, logging_level=logging.ERROR)
+        with _stderr_to_devnull():  # Ray's C++ start-up says on fd 2 that it read RAY_BACKEND_LOG_LEVEL
+            ray.init(address=address, num_cpus=num_cpus if local else None, include_dashboard=False,
+                     log_to_driver=False, ignore_reinit_error=True, logging_level=logging.ERROR)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:  # e.g. the port answers but is not Ray's
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SourceError(f"cannot connect to Ray at {address or 'a new local Ray'}: {reason}") from None
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null inside the block: C++ libraries write there, past sys.stderr. Errors
+    still arrive as exceptions."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _paths_dataset(photos: str | Path | Iterable[str | Path], skip: set[str]) -> "ray.data.Dataset":

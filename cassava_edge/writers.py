@@ -122,6 +122,10 @@ WRITERS: dict[str, type[ResultWriter]] = {
 }
 
 
+# Under this wall time a photos/s figure is mostly timer noise (and an instant failure is no speed at all).
+MIN_SECONDS_FOR_RATE = 0.01
+
+
 class RunSummary:
     """Counts results by status while a run goes, and says at the end how many, how fast."""
 
@@ -129,6 +133,7 @@ class RunSummary:
         self.counts: Counter[str] = Counter()
         self.started = time.perf_counter()
         self.seconds: float | None = None  # wall time, set by finish()
+        self.interrupted = False  # set when the run was stopped (Ctrl-C) before its last photo
 
     def add(self, result: Classification) -> None:
         self.counts[result.status] += 1
@@ -146,9 +151,13 @@ class RunSummary:
         return sum(self.counts.values())
 
     def line(self) -> str:
-        """E.g. "12 photos: 9 ok, 1 uncertain, 2 failed in 3.4 s (3.53 photos/s)"; ok and failed always shown."""
+        """E.g. "12 photos: 9 ok, 1 uncertain, 2 failed in 3.4 s (3.53 photos/s)"; ok and failed always shown, the
+        rate only when a photo was classified."""
         seconds = time.perf_counter() - self.started if self.seconds is None else self.seconds
         shown = [s for s in STATUSES if self.counts[s] or s in (OK, FAILED)]
         statuses = ", ".join(f"{self.counts[s]} {s}" for s in shown)
-        rate = f"{self.total / seconds:.2f}" if seconds > 0 else "-"
-        return f"{self.total} photo{'' if self.total == 1 else 's'}: {statuses} in {seconds:.1f} s ({rate} photos/s)"
+        line = f"{self.total} photo{'' if self.total == 1 else 's'}: {statuses} in {seconds:.1f} s"
+        # A rate only when the model saw a photo, over a measurable time: failing at once is no speed.
+        if self.total > self.counts[FAILED] and seconds >= MIN_SECONDS_FOR_RATE:
+            line += f" ({self.total / seconds:.2f} photos/s)"
+        return line

@@ -27,6 +27,7 @@ from cassava_edge.rows import ParquetWriter, not_done, resume_from
 ENGINES = ("local", "ray")
 PARQUET = "parquet"
 RAY_HINT = 'pip install "cassava-edge[ray]"'
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what shells report for a command stopped with Ctrl-C
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +101,16 @@ def skip_done(photos: list[Path], resume: str | None) -> list[Path]:
     todo = not_done(photos, resume_from(resume))
     click.echo(f"resuming {resume}: {len(photos) - len(todo)} of {len(photos)} photos already done", err=True)
     return todo
+
+
+def interrupted_line(written: int, output_format: str, output: str | None, *, resumed: bool) -> str:
+    """The closing line of a run stopped with Ctrl-C: how many results were written where, and how to go on."""
+    line = f"interrupted: {written} result{'' if written == 1 else 's'} written to {output or 'standard output'}"
+    if resumed:
+        return f"{line}; run the same command again to classify the rest"
+    if output is not None and output_format == "jsonl":
+        return f"{line}; to classify the rest, run the same command with --resume {output}"
+    return f"{line}; to be able to go on after a stop, run with --resume FILE (JSON lines, written as they come)"
 
 
 def ray_results(

@@ -15,10 +15,12 @@ from typing import Iterable, Iterator, TextIO
 import click
 
 from cassava_edge.commands.bulk import (
+    EXIT_INTERRUPTED,
     PARQUET,
     BulkOptions,
     bulk_options,
     check_bulk_options,
+    interrupted_line,
     ray_results,
     skip_done,
     writer_class,
@@ -69,6 +71,7 @@ def classify(
     photos = skip_done(sources.photos, bulk.resume)
     classifier = build_classifier(options)
     top_k = cap_top_k(top_k, len(classifier.labels))
+    summary = RunSummary()  # the run's clock starts here, so that it counts Ray's start-up
     if bulk.engine == "ray" and photos:
         results: Iterable[Classification] = ray_results(photos, options, classifier, bulk, top_k)
     else:
@@ -76,8 +79,11 @@ def classify(
         results = classifier.classify_many(inputs, top_k=top_k, return_views=views, workers=bulk.workers)
     with open_output(output, binary=output_format == PARQUET, append=bulk.resume is not None) as stream:
         writer = writer_class(output_format)(stream, classifier.labels, top_k)
-        summary = write_results(results, writer, len(photos), shares_terminal=output is None)
+        write_results(results, writer, summary, len(photos), shares_terminal=output is None)
     click.echo(summary.line(), err=True)
+    if summary.interrupted:
+        click.echo(interrupted_line(summary.total, output_format, output, resumed=bulk.resume is not None), err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if summary.counts[FAILED]:
         sys.exit(1)
 
@@ -123,20 +129,26 @@ def open_output(output: str | None, *, binary: bool = False, append: bool = Fals
 
 
 def write_results(
-    results: Iterable[Classification], writer: ResultWriter, total: int, *, shares_terminal: bool
-) -> RunSummary:
+    results: Iterable[Classification], writer: ResultWriter, summary: RunSummary, total: int, *,
+    shares_terminal: bool
+) -> None:
     """Write each result as it arrives, with failures also named on stderr and the progress kept off the results'
-    lines; returns the run's counts."""
-    summary = RunSummary()
+    lines, counting them in `summary`. Ctrl-C stops the run but not the writing: the results so far stay written
+    and the file complete (closed JSON array, Parquet footer), and `summary.interrupted` says so."""
     writer.start()
     with Progress(total, results=writer.stream if shares_terminal else None) as progress:
-        for result in results:
-            progress.before_result()
-            writer.write(result)
-            summary.add(result)
-            if not result.ok:
-                progress.echo(f"failed: {result.source}: {result.error}")
-            progress.update(1)
+        try:
+            for result in results:
+                progress.before_result()
+                writer.write(result)
+                summary.add(result)
+                if not result.ok:
+                    progress.echo(f"failed: {result.source}: {result.error}")
+                progress.update(1)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # stop the engine now: cancels the photos not started (threads, Ray tasks)
     writer.finish()
     summary.finish()
-    return summary

@@ -7,11 +7,17 @@ the run and at least every `interval` seconds, so a log shows how far a long run
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TextIO
 
 ERASE_LINE = "\r\x1b[K"
+# The time-left estimate: results come in bursts (a group of photos, a Ray batch of 32) after a start-up (loading
+# Ray, its actors), so the raw estimate swings. The rate is measured from the first result on, and shown once
+# results have come for RATE_WINDOW seconds; the finish time it gives is smoothed over about ESTIMATE_SMOOTHING s.
+RATE_WINDOW = 2.0
+ESTIMATE_SMOOTHING = 3.0
 
 
 class Progress:
@@ -35,6 +41,8 @@ class Progress:
         # Results written to the same terminal would land on the bar's line: erase it before each one.
         self.shared = self.live and results is not None and _is_terminal(results)
         self.drawn = False
+        self.first_result: tuple[float, int] | None = None  # (time, done) at the first update
+        self.finish: tuple[float, float] | None = None  # (smoothed finish time, when it was last updated)
 
     def __enter__(self) -> "Progress":
         return self
@@ -44,6 +52,10 @@ class Progress:
 
     def update(self, steps: int = 1) -> None:
         self.done += steps
+        now = time.perf_counter()
+        if self.first_result is None:
+            self.first_result = (now, self.done)
+        self._estimate_finish(now)
         if self.live:
             self._draw()
         elif self.enabled and self._line_due():
@@ -82,9 +94,25 @@ class Progress:
     def _status(self) -> str:
         elapsed = time.perf_counter() - self.started
         text = f"{self.done}/{self.total} ({self.done / self.total:.0%}), {_clock(elapsed)} elapsed"
-        if 0 < self.done < self.total:
-            text += f", about {_clock(elapsed / self.done * (self.total - self.done))} left"
+        if 0 < self.done < self.total and self.finish is not None:
+            text += f", about {_clock(max(0.0, self.finish[0] - time.perf_counter()))} left"
         return text
+
+    def _estimate_finish(self, now: float) -> None:
+        """Update the smoothed finish time with the current rate (see RATE_WINDOW, ESTIMATE_SMOOTHING)."""
+        if not 0 < self.done < self.total or self.first_result is None:
+            return
+        since, done_then = self.first_result
+        if now - since < RATE_WINDOW or self.done == done_then:
+            return  # no rate measured yet: no estimate rather than one made of the start-up
+        seconds_per_photo = (now - since) / (self.done - done_then)  # start-up left out
+        finish = now + seconds_per_photo * (self.total - self.done)
+        if self.finish is None:
+            self.finish = (finish, now)
+            return
+        smoothed, updated = self.finish
+        weight = 1.0 - math.exp(-(now - updated) / ESTIMATE_SMOOTHING)  # a burst of results barely moves it
+        self.finish = (smoothed + weight * (finish - smoothed), now)
 
 
 def _is_terminal(stream: TextIO) -> bool:
