@@ -3,11 +3,17 @@
 A folder or glob may hold other files: they are not photos to classify, so they are returned as `skipped` for
 the caller to report in one line, never dropped silently. Files with a photo extension that this OpenCV build
 cannot decode (HEIC, for example) are kept: they fail with the reason, by name.
+
+Inside folders, hidden files and folders (names starting with ".": .git, .thumbnails, macOS's ._IMG_0001.jpg
+resource forks, which have a photo extension but are not photos) are left out unless `hidden=True`, and returned
+as `hidden` to report. Symlinked folders are followed, each real folder searched once, so a link back up the
+tree cannot loop.
 """
 
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -27,15 +33,19 @@ class Sources:
 
     photos: list[Path]
     skipped: list[Path] = field(default_factory=list)
+    hidden: list[Path] = field(default_factory=list)  # hidden files and folders left out of folders
 
 
-def find_sources(paths: Iterable[str]) -> Sources:
-    """Files named (used whatever their extension), photo files under folders (recursively), glob matches
-    (expanded here for shells that don't) and "-" for the standard input. Raises SourceError for a missing path,
-    a URL, a pattern that matches nothing, or when no photo is found at all."""
+def find_sources(paths: Iterable[str], *, hidden: bool = False) -> Sources:
+    """Files named (used whatever their extension), photo files under folders (recursively, following symlinked
+    folders once; hidden ones only with `hidden`), glob matches (expanded here for shells that don't) and "-" for
+    the standard input. Raises SourceError for a missing path, a URL, a pattern that matches nothing, or when no
+    photo is found at all."""
     paths = list(paths)
     found: dict[Path, Path] = {}  # resolved -> as given, to drop duplicates but keep the user's spelling
     skipped: dict[Path, Path] = {}
+    hidden_found: list[Path] = []
+    searched: set[tuple[int, int]] = set()  # (device, inode) of every folder searched: each real folder once
 
     def add(path: Path) -> None:
         found.setdefault(path.resolve(), path)
@@ -47,7 +57,19 @@ def find_sources(paths: Iterable[str]) -> Sources:
             skipped.setdefault(path.resolve(), path)
 
     def add_folder(folder: Path) -> None:
-        for path in sorted(folder.rglob("*")):
+        files = []
+        for root, folders, names in os.walk(folder, followlinks=True):
+            status = os.stat(root)
+            if (status.st_dev, status.st_ino) in searched:
+                folders[:] = []  # a folder seen before (a symlink back up the tree, or two links to one folder)
+                continue
+            searched.add((status.st_dev, status.st_ino))
+            if not hidden:
+                hidden_found.extend(Path(root, name) for name in sorted(folders + names) if name.startswith("."))
+                folders[:] = [name for name in folders if not name.startswith(".")]
+                names = [name for name in names if not name.startswith(".")]
+            files += [Path(root, name) for name in names]
+        for path in sorted(files):
             if path.is_file():
                 add_if_photo(path)
 
@@ -80,12 +102,12 @@ def find_sources(paths: Iterable[str]) -> Sources:
         raise SourceError(
             f"no photos found in {', '.join(paths)}{others}; photo extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}"
         )
-    return Sources(list(found.values()), [p for key, p in skipped.items() if key not in found])
+    return Sources(list(found.values()), [p for key, p in skipped.items() if key not in found], hidden_found)
 
 
-def find_images(paths: Iterable[str]) -> list[Path]:
+def find_images(paths: Iterable[str], *, hidden: bool = False) -> list[Path]:
     """The photos `find_sources` finds, for callers that do not report skipped files."""
-    return find_sources(paths).photos
+    return find_sources(paths, hidden=hidden).photos
 
 
 def describe_skipped(skipped: list[Path], shown: int = 5) -> str:
@@ -93,6 +115,14 @@ def describe_skipped(skipped: list[Path], shown: int = 5) -> str:
     names = ", ".join(str(path) for path in skipped[:shown])
     more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
     return f"skipped {_count(len(skipped), 'file')} without a photo extension: {names}{more}"
+
+
+def describe_hidden(hidden: list[Path], shown: int = 5) -> str:
+    """One line naming the hidden files and folders left out, and how to include them."""
+    names = ", ".join(str(path) for path in hidden[:shown])
+    more = f" and {len(hidden) - shown} more" if len(hidden) > shown else ""
+    what = "hidden file or folder" if len(hidden) == 1 else "hidden files and folders"
+    return f"skipped {len(hidden)} {what}: {names}{more} (--hidden includes them)"
 
 
 def _count(n: int, noun: str) -> str:

@@ -64,3 +64,39 @@ def test_no_rate_for_a_run_where_nothing_was_classified() -> None:
     summary.finish()
     assert "photos/s" not in summary.line()
     assert summary.line().startswith("3 photos: 0 ok, 3 failed in ")
+
+
+def _photo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((8, 8, 3), 90, np.uint8))
+    return path
+
+
+def test_hidden_files_and_folders_are_left_out_and_named(tmp_path: Path) -> None:
+    from cassava_edge.sources import describe_hidden, find_sources
+
+    visible = _photo(tmp_path / "field" / "leaf.jpg")
+    _photo(tmp_path / "field" / "._leaf.jpg")  # a macOS resource fork: a photo extension, not a photo
+    _photo(tmp_path / ".thumbnails" / "leaf.jpg")
+    found = find_sources([str(tmp_path)])
+    assert found.photos == [visible]
+    assert sorted(found.hidden) == [tmp_path / ".thumbnails", tmp_path / "field" / "._leaf.jpg"]
+    assert "--hidden" in describe_hidden(found.hidden)
+    everything = find_sources([str(tmp_path)], hidden=True)
+    assert len(everything.photos) == 3 and not everything.hidden
+    # A hidden file named on the command line is used: the user asked for it.
+    assert find_sources([str(tmp_path / "field" / "._leaf.jpg")]).photos == [tmp_path / "field" / "._leaf.jpg"]
+
+
+def test_symlinked_folders_are_followed_once_without_looping(tmp_path: Path) -> None:
+    from cassava_edge.sources import find_sources
+
+    photos = tmp_path / "photos"
+    inside = _photo(photos / "a" / "leaf.jpg")
+    elsewhere = _photo(tmp_path / "elsewhere" / "other.jpg")
+    (photos / "a" / "up").symlink_to(photos, target_is_directory=True)  # a loop back up the tree
+    (photos / "linked").symlink_to(elsewhere.parent, target_is_directory=True)
+    (photos / "linked-again").symlink_to(elsewhere.parent, target_is_directory=True)
+    found = find_sources([str(photos)])
+    assert sorted(p.resolve() for p in found.photos) == sorted([inside.resolve(), elsewhere.resolve()])
+    assert len(found.photos) == 2

@@ -37,7 +37,7 @@ from cassava_edge.commands.common import (
 from cassava_edge.commands.progress import Progress
 from cassava_edge.imaging import ImageSource
 from cassava_edge.results import FAILED, Classification
-from cassava_edge.sources import STDIN, describe_skipped, find_sources
+from cassava_edge.sources import STDIN, describe_hidden, describe_skipped, find_sources
 from cassava_edge.writers import FORMATS, ResultWriter, RunSummary
 
 # Formats with room for per-crop, per-view probabilities.
@@ -55,19 +55,23 @@ VIEW_FORMATS = ("json", "jsonl")
 @click.option("--output", "-o", type=click.Path(), callback=check_output_path,
               help="Write results to FILE [default: standard output].")
 @click.option("--views", is_flag=True, help="Include per-crop, per-view probabilities (json and jsonl only).")
+@click.option("--hidden", is_flag=True,
+              help="Also search hidden files and folders (names starting with .) inside the folders given.")
 @bulk_options
 def classify(
     paths: tuple[str, ...], options: ClassifierOptions, top_k: int, output_format: str, output: str | None, views: bool,
-    bulk: BulkOptions,
+    hidden: bool, bulk: BulkOptions,
 ) -> None:
     """Classify photos: files, folders (recursively), glob patterns, or - for one photo on standard input.
 
     Large runs: --workers, --engine ray, --format parquet and --resume (see the README's bulk runs section)."""
     check_format_options(output_format, views)
     output_format, output = check_bulk_options(bulk, output_format, output, views)
-    sources = find_sources(paths)
+    sources = find_sources(paths, hidden=hidden)
     if sources.skipped:
         click.echo(describe_skipped(sources.skipped), err=True)
+    if sources.hidden:
+        click.echo(describe_hidden(sources.hidden), err=True)
     photos = skip_done(sources.photos, bulk.resume)
     classifier = build_classifier(options)
     top_k = cap_top_k(top_k, len(classifier.labels))
