@@ -66,8 +66,8 @@ setup(
         "bench": ["matplotlib>=3.7", "psutil>=5.9", ONNX],
         # Bulk runs: the Ray Data engine (cassava_edge.ray; about 80 MB of wheels, 500 MB installed with pyarrow
         # and pandas); pyarrow alone is enough for --format parquet. Ray Serve: the service on many machines
-        # (cassava_edge.serve_ray), which mounts the [serve] app.
-        "ray": ["ray[data,serve]>=2.44"],
+        # (cassava_edge.serve_ray), which mounts the [serve] app; 2.60 builds a replica's app after its constructor.
+        "ray": ["ray[data,serve]>=2.60", *SERVE],
         "parquet": ["pyarrow>=14"],
         "serve": SERVE,
         "dev": [
@@ -79,7 +79,7 @@ setup(
             # The PyTorch reference implementation that the Lite weight-port test compares against.
             "efficientnet-lite-pytorch==0.1.0",
             # So that CI runs the Ray Data and Ray Serve tests on a local 2-CPU Ray instead of skipping them.
-            "ray[data,serve]>=2.44,<3",
+            "ray[data,serve]>=2.60,<3",
             # So that the service's tests run (TestClient needs httpx) instead of skipping.
             *SERVE,
             "httpx>=0.27",
