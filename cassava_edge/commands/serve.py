@@ -6,6 +6,11 @@ API key (or --insecure-no-auth). Without the [serve] extra the command is one li
 
 from __future__ import annotations
 
+import threading
+import time
+import urllib.request
+import webbrowser
+
 import click
 
 from cassava_edge.commands.benchmark import forwarding_command
@@ -45,10 +50,11 @@ DEFAULTS = ServeSettings()  # the option defaults are the library's
 @click.option("--no-batching", is_flag=True, help="Run every photo's views on their own (for comparison).")
 @click.option("--log-level", type=click.Choice(("critical", "error", "warning", "info", "debug")),
               default="info", show_default=True)
+@click.option("--open", "open_page", is_flag=True, help="Open the page in this machine's web browser once it is up.")
 def serve(
     options: ClassifierOptions, host: str, port: int, max_batch_views: int, max_wait_ms: float, max_queue: int,
     max_upload_mb: float, timeout_s: float, api_key: str | None, insecure_no_auth: bool,
-    cors_origins: tuple[str, ...], no_batching: bool, log_level: str,
+    cors_origins: tuple[str, ...], no_batching: bool, log_level: str, open_page: bool,
 ) -> None:
     """Serve the classifier over HTTP: POST /v1/classify, /v1/classify/batch, the page at /, docs at /docs."""
     try:
@@ -72,9 +78,30 @@ def serve(
     where = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
     click.echo(f"cassava-edge serve: the page at {where}, the API docs at {where}docs"
                + (" (API key required)" if api_key else ""), err=True)
+    if open_page:
+        open_when_up(where)
     # Connections beyond what the queue can hold are turned away by uvicorn (503) before they send a byte.
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
                 limit_concurrency=max_queue + 64, timeout_graceful_shutdown=timeout_s)
+
+
+def open_when_up(url: str, wait_s: float = 120.0) -> None:
+    """Open `url` in the web browser ($BROWSER, or the desktop's) as soon as its /healthz answers, from a daemon
+    thread: the server starts in this one. Gives up silently after `wait_s` (the server's own log says why)."""
+
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # this machine: never through a proxy
+
+    def wait_then_open() -> None:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                with direct.open(url + "healthz", timeout=1):
+                    webbrowser.open(url)
+                    return
+            except OSError:
+                time.sleep(0.2)
+
+    threading.Thread(target=wait_then_open, name="cassava-edge-open-page", daemon=True).start()
 
 
 # The load benchmark (benchmarks/serve_load.py), found through the cassava_edge.commands entry points like
