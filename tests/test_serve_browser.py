@@ -25,7 +25,9 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -133,11 +135,16 @@ def full_name(classifier: Classifier, label: str) -> str:
 
 
 def check_photo(driver: WebDriver, photo: Path) -> str:
-    """Choose `photo` on the page, press the button, wait for the answer; the result region's status."""
-    driver.find_element(By.ID, "photo").send_keys(str(photo))
+    """Choose `photo` on the page, then from the keyboard Tab to the button and press Enter; wait for the answer;
+    the result region's status."""
+    chooser = driver.find_element(By.ID, "photo")
+    chooser.send_keys(str(photo))
     button = driver.find_element(By.ID, "check")
     WebDriverWait(driver, 10).until(lambda _: button.is_enabled())
-    button.click()
+    driver.execute_script("arguments[0].focus()", chooser)
+    ActionChains(driver).send_keys(Keys.TAB).perform()
+    assert driver.switch_to.active_element == button, "Tab from the photo chooser does not reach the button"
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
     result = driver.find_element(By.ID, "result")
     WebDriverWait(driver, ANSWER_SECONDS).until(lambda _: result.get_attribute("data-status") not in ("none", "busy"))
     return result.get_attribute("data-status")
@@ -243,8 +250,8 @@ def test_an_api_key_is_asked_for_once_and_kept(browser: WebDriver, classifier: C
         # The page learns from v1/model that the service needs a key, and asks before any photo is sent.
         key_form = browser.find_element(By.ID, "key-form")
         WebDriverWait(browser, 10).until(lambda _: key_form.is_displayed())
-        browser.find_element(By.ID, "api-key").send_keys("s3cret-key")
-        key_form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        assert browser.switch_to.active_element == browser.find_element(By.ID, "api-key")  # focus is in it
+        ActionChains(browser).send_keys("s3cret-key", Keys.ENTER).perform()
         assert not key_form.is_displayed()
         assert check_photo(browser, ok_photo) == "ok"
         # Kept: a reload does not ask again and the next photo is answered too.
