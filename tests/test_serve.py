@@ -7,6 +7,7 @@ to win."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -81,7 +82,9 @@ def image_error(classifier: Classifier, data: bytes) -> str:
 # -- answers ------------------------------------------------------------------------------------------------------
 
 
-def test_a_photo_gets_the_row_classify_gives(client: TestClient, classifier: Classifier, cassava_photos: list[Path]) -> None:
+def test_a_photo_gets_the_row_classify_gives(
+    client: TestClient, classifier: Classifier, cassava_photos: list[Path]
+) -> None:
     for photo in cassava_photos:
         data = photo.read_bytes()
         answer = client.post("/v1/classify", files=upload(photo.name, data))
@@ -173,24 +176,34 @@ def test_the_page_and_its_files_are_served(client: TestClient) -> None:
     assert client.get("/static/../app.py").status_code == 404
 
 
-def test_metrics_count_requests_queue_and_views(client: TestClient, noise_jpeg: bytes) -> None:
-    client.post("/v1/classify", files=upload("noise.jpg", noise_jpeg))
-    client.post("/v1/classify?tta=nope", files=upload("noise.jpg", noise_jpeg))
-    text = client.get("/metrics").text
-    assert 'cassava_edge_requests_total{endpoint="/v1/classify",status="200"}' in text
-    assert 'cassava_edge_requests_total{endpoint="/v1/classify",status="422"}' in text
-    assert 'cassava_edge_request_seconds_bucket{endpoint="/v1/classify",le="+Inf"}' in text
-    assert "cassava_edge_queue_depth 0.0" in text
-    assert "cassava_edge_views_per_run_count" in text
+def test_metrics_count_requests_queue_and_views(classifier: Classifier, noise_jpeg: bytes) -> None:
+    with TestClient(create_app(classifier, ServeSettings())) as client:
+        client.post("/v1/classify", files=upload("noise.jpg", noise_jpeg))
+        client.post("/v1/classify?tta=nope", files=upload("noise.jpg", noise_jpeg))
+        client.post("/v1/classify?tta=flip&scan=center", files=upload("noise.jpg", noise_jpeg))  # 1 crop x 2 views
+        text = client.get("/metrics").text
+        assert 'cassava_edge_requests_total{endpoint="/v1/classify",status="200"} 2.0' in text
+        assert 'cassava_edge_requests_total{endpoint="/v1/classify",status="422"} 1.0' in text
+        assert 'cassava_edge_request_seconds_count{endpoint="/v1/classify"} 3.0' in text
+        assert "cassava_edge_queue_depth 0.0" in text
+        assert 'cassava_edge_photos_total{status="not_cassava"} 2.0' in text
+        # The default plan's 4 views and the flip plan's 2, each photo in its own step; the CPU session runs 4
+        # views per onnxruntime call, so the runs are one of 4 and one of 2.
+        assert classifier.session.chunk_size == 4
+        assert "cassava_edge_views_per_step_count 2.0" in text and "cassava_edge_views_per_step_sum 6.0" in text
+        assert 'cassava_edge_views_per_run_bucket{le="2.0"} 1.0' in text
+        assert 'cassava_edge_views_per_run_bucket{le="4.0"} 2.0' in text
     # Each app has its own registry: a new app has counted nothing.
-    with TestClient(create_app(client.app.state.service.classifier, ServeSettings())) as fresh:
+    with TestClient(create_app(classifier, ServeSettings())) as fresh:
         assert "cassava_edge_requests_total{" not in fresh.get("/metrics").text
 
 
 # -- bad input ----------------------------------------------------------------------------------------------------
 
 
-def test_bad_images_are_422_failed_rows_with_the_reason(client: TestClient, classifier: Classifier, noise_jpeg: bytes) -> None:
+def test_bad_images_are_422_failed_rows_with_the_reason(
+    client: TestClient, classifier: Classifier, noise_jpeg: bytes
+) -> None:
     pixels = np.random.default_rng(1).integers(0, 256, (20, 20, 3), dtype=np.uint8)
     too_small = cv2.imencode(".png", pixels)[1].tobytes()
     bomb = bytearray(cv2.imencode(".png", pixels[:8, :8])[1].tobytes())
@@ -323,7 +336,8 @@ def test_cors_only_for_the_origins_named(classifier: Classifier) -> None:
                  "Access-Control-Request-Headers": "authorization"}
     with TestClient(create_app(classifier, ServeSettings())) as closed:
         assert "access-control-allow-origin" not in closed.options("/v1/classify", headers=preflight).headers
-        assert "access-control-allow-origin" not in closed.get("/healthz", headers={"Origin": "https://app.example"}).headers
+        plain = closed.get("/healthz", headers={"Origin": "https://app.example"})
+        assert "access-control-allow-origin" not in plain.headers
     settings = ServeSettings(cors_origins=("https://app.example",), api_key=KEY)
     with TestClient(create_app(classifier, settings)) as open_to_one:
         answer = open_to_one.options("/v1/classify", headers=preflight)
@@ -345,7 +359,8 @@ def test_logs_hold_neither_the_key_nor_image_bytes(
     caplog.set_level(logging.DEBUG)
     with TestClient(create_app(classifier, ServeSettings(api_key=KEY), inference=Broken()),
                     raise_server_exceptions=False) as broken:
-        answer = broken.post("/v1/classify", files=upload("n.jpg", noise_jpeg), headers={"Authorization": f"Bearer {KEY}"})
+        answer = broken.post("/v1/classify", files=upload("n.jpg", noise_jpeg),
+                             headers={"Authorization": f"Bearer {KEY}"})
         assert answer.status_code == 500
         assert answer.json() == {"error": "internal error (the service's log has the details)"}
         assert "Traceback" not in answer.text and "accelerator" not in answer.text
@@ -489,6 +504,37 @@ def test_a_slow_client_does_not_stall_the_others(classifier: Classifier, noise_j
     quick, slow, slow_still_waiting = asyncio.run(run())
     assert quick.status_code == 200 and slow_still_waiting
     assert slow.status_code == 200 and without_source(slow.json()) == without_source(quick.json())
+
+
+# -- the load benchmark -------------------------------------------------------------------------------------------
+
+
+def test_benchmark_serve_runs_real_servers_and_finds_every_answer_right(photo_model: Path, tmp_path: Path) -> None:
+    """A small run of `cassava-edge benchmark-serve` (each server a real `cassava-edge serve` on 127.0.0.1):
+    every mode answers every request with the Python API's row; the overload run answers rows or 503s only."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(3):
+        rgb = np.random.default_rng(index).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+        cv2.imwrite(str(photos / f"p{index}.jpg"), rgb)
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    report_path = tmp_path / "out" / "serve.json"
+    run = CliRunner().invoke(cli, [
+        "benchmark-serve", str(photos), "--model", str(photo_model), "--requests", "6", "--concurrency", "1,3",
+        "--overload-requests", "12", "--overload-queue", "1", "--json", str(report_path),
+    ], catch_exceptions=False)
+    assert run.exit_code == 0, run.output
+    report = json.loads(report_path.read_text())
+    assert report["photos"] == 3  # the broken one left out, with a note
+    assert [(row["batching"], row["concurrency"]) for row in report["runs"]] == [
+        ("on", 1), ("on", 3), ("off", 1), ("off", 3), ("on, chunk 32", 3)
+    ]
+    for row in report["runs"]:
+        assert row["statuses"] == {"200": 6} and row["wrong_answers"] == 0 and row["lost"] == 0
+    overload = report["overload"]
+    assert set(overload["statuses"]) <= {"200", "503"} and sum(overload["statuses"].values()) == 12
+    assert overload["wrong_answers"] == 0 and overload["lost"] == 0
+    assert report["service_vs_bulk"]["ratio"] > 0
 
 
 # -- without the [serve] extra ------------------------------------------------------------------------------------

@@ -114,9 +114,20 @@ class Metrics:
             "cassava_edge_photos", "Photos answered, by result status.", ["status"], registry=self.registry
         )
         self.step_views = Histogram(
-            "cassava_edge_views_per_run", "Views per shared inference step (photos' views batched together; run "
-            "chunk_size views per onnxruntime call).", buckets=VIEW_BUCKETS, registry=self.registry,
+            "cassava_edge_views_per_step", "Views per inference step (the views of the photos batched together).",
+            buckets=VIEW_BUCKETS, registry=self.registry,
         )
+        self.run_views = Histogram(
+            "cassava_edge_views_per_run", "Views per onnxruntime run (a step runs chunk_size views per run).",
+            buckets=VIEW_BUCKETS, registry=self.registry,
+        )
+
+    def observe_step(self, views: int, chunk_size: int) -> None:
+        self.step_views.observe(views)
+        # OnnxSession.run_all cuts a step into runs of chunk_size views, the last one shorter.
+        full, rest = divmod(views, chunk_size)
+        for run in [chunk_size] * full + ([rest] if rest else []):
+            self.run_views.observe(run)
 
 
 class Service:
@@ -128,7 +139,8 @@ class Service:
         self.plans = Plans(classifier)
         self.metrics = Metrics()
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="cassava-edge-decode")
-        self.inference = inference or default_inference(classifier, settings, self.metrics.step_views.observe)
+        on_step = functools.partial(self.metrics.observe_step, chunk_size=classifier.session.chunk_size)
+        self.inference = inference or default_inference(classifier, settings, on_step)
         self.in_flight = 0
         self.warmed = False
 
@@ -305,7 +317,8 @@ def create_app(
 
     @app.get("/metrics", tags=["service"], dependencies=keyed, response_class=Response)
     async def metrics() -> Response:
-        """Prometheus text: requests by endpoint and status, latency, queue depth, views per run."""
+        """Prometheus text: requests by endpoint and status, latency, queue depth, views per step and per
+        onnxruntime run, photos by status."""
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=keyed)
