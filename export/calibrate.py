@@ -39,6 +39,7 @@ from cassava_edge.metadata import SCHEMA_VERSION, Calibration, ModelMetadata, Tr
 from .errors import ExportError, InputError
 from .onnxfile import jsonable, read_metadata, save_with_metadata
 from .photos import crop_photos, image_folder, read_validation_photos
+from .portable import portable_values
 from .variants import nonstandard_ops
 from .trust import (
     LEAF_KINDS, GaussianDistance, append_head, fit_gaussian, fit_logistic, read_not_cassava, sigmoid, strip_head,
@@ -206,7 +207,8 @@ def calibrate(folder: Path, name: str, validation: list[LabelledPhoto], cassava_
         report["variants"][precision] = figures
         final = replace(staged, calibration=Calibration(method="temperature", temperature=temperature),
                         trust=replace(trust, min_confidence=min_confidence, not_cassava_threshold=threshold),
-                        provenance=jsonable({**meta.provenance, "trust": {**figures, **_summary(report)}}))
+                        provenance=portable_values(jsonable({**meta.provenance,
+                                                             "trust": {**figures, **_summary(report)}})))
         save_with_metadata(with_head, path, final)
         read_metadata(path)
         echo(f"{path.name}: T {temperature:.3f}, ECE {figures['ece_before']:.3f} -> {figures['ece_after']:.3f}, "
@@ -214,7 +216,7 @@ def calibrate(folder: Path, name: str, validation: list[LabelledPhoto], cassava_
              f"{at_default.accuracy:.1%} right), not-cassava threshold {threshold:.3f} "
              f"({figures['cassava_validation_flagged_not_cassava']:.1%} of cassava validation flagged)")
     out = folder / f"{name}.trust.json"
-    out.write_text(json.dumps(jsonable(report), indent=2) + "\n", encoding="utf-8")
+    out.write_text(json.dumps(portable_values(jsonable(report)), indent=2) + "\n", encoding="utf-8")
     echo(f"wrote {out}")
     return report
 

@@ -12,6 +12,7 @@ from cassava_edge.scan import SCAN_PLANS
 from cassava_edge.tta import TTA_PRESETS
 from .errors import InputError
 from .photos import LabelledPhoto, pick_calibration_photos, read_validation_photos
+from .portable import portable_path
 from .source import ExportSource, find_source
 from .variants import DEFAULT_INT8_CONFIGS, Int8Config, int8_config
 
@@ -99,8 +100,8 @@ def plan_export(request: ExportRequest, echo: Echo) -> ExportPlan:
         validation = read_validation_photos(validation_dir, ids_file)
         if not validation:
             raise InputError(f"{validation_dir}: no validation photos")
-        validation_desc = {"folder": str(validation_dir.resolve()),
-                           "list": str(ids_file.resolve()) if ids_file else None,
+        validation_desc = {"folder": portable_path(validation_dir),
+                           "list": portable_path(ids_file) if ids_file else None,
                            "photos": len(validation), "scan": request.default_scan, "tta": "none"}
         if ids_file is None:
             echo(f"note: validating on every photo of {validation_dir} (no validation list given)")
@@ -116,7 +117,7 @@ def plan_export(request: ExportRequest, echo: Echo) -> ExportPlan:
             raise InputError("int8 needs calibration photos: pass --calibration DIR (e.g. a train_images folder)")
         exclude = {p.path.name for p in validation}
         calibration = pick_calibration_photos(folders, exclude, request.calibration_count, request.seed)
-        calibration_desc = {"folders": [str(f.resolve()) for f in folders], "photos": len(calibration),
+        calibration_desc = {"folders": [portable_path(f) for f in folders], "photos": len(calibration),
                             "excluded_validation_ids": len(exclude), "seed": request.seed}
     return ExportPlan(source, out_dir, name, int(short_side), tuple(dict.fromkeys(request.variants)), configs,
                       validation, validation_desc, calibration, calibration_desc)

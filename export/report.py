@@ -12,6 +12,7 @@ import numpy as np
 from .measure import Figures
 from .onnxfile import jsonable
 from .plan import ExportPlan
+from .portable import portable_values
 from .source import sha256_of
 
 EXPORTER = "python -m export (export/ of cassava-edge)"
@@ -32,7 +33,7 @@ class Provenance:
     export_validation: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return jsonable(asdict(self))
+        return portable_values(jsonable(asdict(self)))  # no absolute path of this machine (export/portable.py)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class VariantsReport:
     forced: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return jsonable(asdict(self))
+        return portable_values(jsonable(asdict(self)))
 
 
 def provenance_of(plan: ExportPlan, parity: dict[str, Any], fp32: Figures) -> Provenance:

@@ -109,6 +109,15 @@ def _props(path: Path) -> dict[str, str]:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
 
 
+def _absolute_paths(value: Any) -> list[str]:
+    """Every string in parsed JSON that is an absolute path (a model must carry none of its exporting machine)."""
+    if isinstance(value, str):
+        return [value] if value.startswith("/") or value[1:3] in (":\\", ":/") else []
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [path for item in value for path in _absolute_paths(item)] if isinstance(value, list) else []
+
+
 def _validation_photos(run_folder: Path) -> list[Path]:
     ids = (run_folder / "validation_ids.txt").read_text().split()
     return [DATA_DIR / "cassava" / "train_images" / image_id for image_id in ids]
@@ -193,6 +202,10 @@ def test_metadata_round_trips_through_the_runtime_schema(exported: tuple[Path, s
         assert prov["exported_at"].endswith("+00:00")
         assert {"file": name, **prov["measured"]} == report["files"][precision]
         assert prov["measured"]["file_size_bytes"] == (out / name).stat().st_size
+        # The export was given absolute paths (tmp folders, DATA_DIR): it writes them relative to its folder.
+        assert _absolute_paths(prov) == [], _absolute_paths(prov)
+        assert prov["training_config"]["data"] == [os.path.relpath(DATA_DIR / "cassava")]
+    assert _absolute_paths(report) == [], _absolute_paths(report)
     int8 = ModelMetadata.from_onnx_props(_props(out / "tiny.int8.onnx")).provenance
     assert int8["calibration"]["photos"] == 4 and int8["calibration"]["excluded_validation_ids"] == 10
 
@@ -416,6 +429,7 @@ def test_calibrate_adds_the_not_cassava_head_and_calibration_to_every_variant(
 
     assert set(report["not_cassava"]["leave_one_kind_out"]) == {"cat", "car", "maize"}
     assert json.loads((models / "tiny.trust.json").read_text())["variants"].keys() == {"fp32", "fp16", "int8"}
+    assert _absolute_paths(json.loads((models / "tiny.trust.json").read_text())) == []
     not_cassava = sorted((others / "images").iterdir())
     for name in ("tiny.onnx", "tiny.fp16.onnx", "tiny.int8.onnx"):
         graph = onnx.load(str(models / name)).graph
@@ -425,6 +439,7 @@ def test_calibrate_adds_the_not_cassava_head_and_calibration_to_every_variant(
         assert meta.trust is not None and meta.trust.not_cassava_output == NOT_CASSAVA_NAME
         assert 0.5 <= meta.trust.not_cassava_threshold <= 1.0 and meta.trust.min_short_side == 64
         assert meta.provenance["trust"]["validation"]["photos"] == len(validation)
+        assert _absolute_paths(meta.provenance) == [], _absolute_paths(meta.provenance)
 
         classifier = Classifier(models / name, provider="cpu")
         cassava = list(classifier.classify_many([p.path for p in validation]))
