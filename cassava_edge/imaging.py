@@ -264,7 +264,7 @@ def _check_megapixels(name: str, size: tuple[int, int], max_megapixels: float) -
     megapixels = width * height / 1e6
     if megapixels > max_megapixels:
         raise ImageError(
-            name, f"{width}x{height} is {megapixels:.1f} megapixels, above the limit of {max_megapixels:g}"
+            name, f"{width}x{height} is {megapixels:.1f} megapixels, above the limit of {max_megapixels:g} megapixels"
         )
 
 
