@@ -100,3 +100,25 @@ def test_symlinked_folders_are_followed_once_without_looping(tmp_path: Path) -> 
     found = find_sources([str(photos)])
     assert sorted(p.resolve() for p in found.photos) == sorted([inside.resolve(), elsewhere.resolve()])
     assert len(found.photos) == 2
+
+
+def test_bundled_models_carry_no_absolute_path_of_the_machine_they_were_exported_on() -> None:
+    import json
+
+    from cassava_edge.modelfile import read_metadata_props
+    from cassava_edge.models import bundled_models_dir
+
+    def absolute(value: object) -> list[str]:
+        if isinstance(value, str):
+            return [value] if value.startswith("/") or value[1:3] in (":\\", ":/") else []
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+        return [path for item in items for path in absolute(item)]
+
+    files = sorted(bundled_models_dir().rglob("*.onnx")) + sorted(bundled_models_dir().rglob("*.json"))
+    assert any(path.suffix == ".onnx" for path in files)
+    for path in files:
+        if path.suffix == ".onnx":
+            values = [json.loads(value) for value in read_metadata_props(path).values()]
+        else:
+            values = [json.loads(path.read_text())]
+        assert absolute(values) == [], (path, absolute(values))
