@@ -5,11 +5,12 @@ over HTTP by an asyncio client holding `concurrency` requests in flight. Bounded
 run and a time limit on each. Reported per run: p50/p90/p99 latency, photos/s, HTTP statuses, answers that differ
 from the Python API (must be none) and the server's RSS before and after.
 
-Runs: batching on and batching off at each concurrency, batching on with --chunk-size 32 (a step is one
-onnxruntime run) at the highest; then an overload run (a small --max-queue, more clients
-than it holds), where every answer must be a correct row or a 503, nothing lost, and memory stays bounded.
-Bulk `classify_many` (pipelined) on the same photos is timed before and after the servers, in this process while
-no server is busy, and the service's photos/s at the highest concurrency is put against it.
+Modes: batching on, batching off, and on with --chunk-size 32 (a step of up to 32 views is one onnxruntime run;
+on CPU the session otherwise runs 4 views per call). All three servers are up at once and the runs interleaved,
+each round in another order, with bulk `classify_many` (pipelined, in this process, while every server is idle)
+before each round and after the last, so that a change in the machine's load hits everything alike; ratios (vs
+batching off, vs bulk) are taken within a round. Then an overload run (a small --max-queue, 4x as many clients),
+where every answer must be a correct row or a 503, nothing lost, and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -100,8 +101,27 @@ def rss_mb(pid: int) -> float | None:
         return None
 
 
-async def load(url: str, photos: list[Photo], requests: int, concurrency: int) -> dict[str, Any]:
-    """`requests` POSTs of the photos in turn, `concurrency` in flight; latencies, statuses and wrong answers."""
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread) the process has used so far; None without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
+
+
+def per_photo_ms(before: float | None, after: float | None, photos: int) -> float | None:
+    return None if before is None or after is None or not photos else (after - before) / photos * 1000
+
+
+async def load(url: str, pid: int, photos: list[Photo], requests: int, concurrency: int) -> dict[str, Any]:
+    """`requests` POSTs of the photos in turn, `concurrency` in flight; latencies, statuses, wrong answers and the
+    CPU time per answered photo of the server and of this client (CPU time hardly depends on what else runs on the
+    machine, unlike photos/s)."""
     import httpx
 
     latencies: list[float] = []
@@ -133,15 +153,33 @@ async def load(url: str, photos: list[Photo], requests: int, concurrency: int) -
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits) as client:
+        server_cpu, client_cpu = cpu_s(pid), time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    answered = len(latencies)
+        server_ms = per_photo_ms(server_cpu, cpu_s(pid), len(latencies))
+        client_ms = per_photo_ms(client_cpu, time.process_time(), len(latencies))
+    return {"seconds": elapsed, "photos_per_s": len(latencies) / elapsed, "latencies": latencies,
+            "statuses": statuses, "wrong": wrong, "lost": lost, "server_cpu_ms": server_ms, "client_cpu_ms": client_ms}
+
+
+def summary(mode: str, concurrency: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row of the table from a mode's runs at one concurrency: median photos/s, latencies of every round."""
+    latencies = [latency for one in rounds for latency in one["latencies"]]
+    statuses: dict[str, int] = {}
+    for one in rounds:
+        for status, count in one["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + count
+    wrong = [item for one in rounds for item in one["wrong"]]
+    lost = [item for one in rounds for item in one["lost"]]
     return {
-        "requests": requests,
+        "batching": mode,
         "concurrency": concurrency,
-        "seconds": elapsed,
-        "photos_per_s": answered / elapsed,
+        "requests": sum(statuses.values()) + len(lost),
+        "photos_per_s": statistics.median(one["photos_per_s"] for one in rounds),
+        "photos_per_s_rounds": [one["photos_per_s"] for one in rounds],
+        "server_cpu_ms_per_photo": _median([one["server_cpu_ms"] for one in rounds]),
+        "client_cpu_ms_per_photo": _median([one["client_cpu_ms"] for one in rounds]),
         "p50_ms": _percentile(latencies, 50),
         "p90_ms": _percentile(latencies, 90),
         "p99_ms": _percentile(latencies, 99),
@@ -153,19 +191,25 @@ async def load(url: str, photos: list[Photo], requests: int, concurrency: int) -
     }
 
 
-def bulk_rate(classifier: Classifier, photos: list[Photo], repeat: int) -> float:
-    """Photos/s of the pipelined `classify_many` on the same bytes (the default workers), `repeat` passes."""
+def bulk_rate(classifier: Classifier, photos: list[Photo], repeat: int) -> tuple[float, float]:
+    """(photos/s, CPU ms per photo) of the pipelined `classify_many` on the same bytes (the default workers),
+    `repeat` passes."""
     inputs = [photo.data for photo in photos] * repeat
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     results = list(classifier.classify_many(inputs))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     for result, photo in zip(results, photos * repeat):
         if {**result.to_dict(), "source": None} != {**photo.expected, "source": None}:
             raise click.ClickException(f"bulk classify_many disagrees with classify on {photo.name}")
-    return len(inputs) / elapsed
+    return len(inputs) / elapsed, cpu / len(inputs) * 1000
 
 
-def run(folder: str, count: int, requests: int, concurrencies: list[int], overload_requests: int,
+# name -> extra `cassava-edge serve` options. On CPU the session runs 4 views per onnxruntime call whatever a
+# step holds; with --chunk-size 32 a step of up to 32 views (--max-batch-views) is one call.
+MODES = {"on": [], "off": ["--no-batching"], "on, chunk 32": ["--chunk-size", "32"]}
+
+
+def run(folder: str, count: int, requests: int, concurrencies: list[int], rounds: int, overload_requests: int,
         overload_queue: int, model: str | None) -> dict[str, Any]:
     machine = describe_machine()
     classifier = Classifier(model)
@@ -186,80 +230,111 @@ def run(folder: str, count: int, requests: int, concurrencies: list[int], overlo
         raise click.ClickException(f"no photo in {folder} can be classified")
     repeat = max(1, requests // len(photos))
     list(classifier.classify_many([photo.data for photo in photos[:4]]))  # warm-up
-    bulk_before = bulk_rate(classifier, photos, repeat)
-    click.echo(f"bulk classify_many (pipelined): {bulk_before:.2f} photos/s", err=True)
     model_options = ["--model", model] if model else []
-    runs: list[dict[str, Any]] = []
+    top = max(concurrencies)
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {(mode, c): [] for c in concurrencies for mode in MODES}
+    bulk: list[float] = []
+    bulk_cpu_ms: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="cassava-edge-serve-bench-") as logs, ExitStack() as servers:
+        # Every server up at once (idle ones cost nothing), so that runs can be interleaved: a change in the
+        # machine's load (other jobs, a training run) then hits every mode alike, and ratios are taken per round.
+        started = {mode: servers.enter_context(server(model_options + options, Path(logs)))
+                   for mode, options in MODES.items()}
+        rss_start = {mode: rss_mb(pid) for mode, (_, pid) in started.items()}
+        for round_index in range(rounds):
+            rate, cpu_ms = bulk_rate(classifier, photos, repeat)
+            bulk.append(rate)
+            bulk_cpu_ms.append(cpu_ms)
+            click.echo(f"round {round_index + 1}: bulk classify_many (pipelined): {bulk[-1]:.2f} photos/s", err=True)
+            for level, concurrency in enumerate(concurrencies):
+                names = list(MODES)
+                shift = (round_index + level) % len(names)
+                for mode in names[shift:] + names[:shift]:
+                    url, pid = started[mode]
+                    one = asyncio.run(load(url, pid, photos, requests, concurrency))
+                    cells[(mode, concurrency)].append(one)
+                    click.echo(f"round {round_index + 1}: batching {mode}, concurrency {concurrency}: "
+                               f"{one['photos_per_s']:.2f} photos/s, statuses {one['statuses']}", err=True)
+        rate, cpu_ms = bulk_rate(classifier, photos, repeat)
+        bulk.append(rate)
+        bulk_cpu_ms.append(cpu_ms)
+        rss_end = {mode: rss_mb(pid) for mode, (_, pid) in started.items()}
+    runs = []
+    for (mode, concurrency), rounds_run in cells.items():
+        row = summary(mode, concurrency, rounds_run)
+        off = cells[("off", concurrency)]
+        row["ratio_to_off"] = statistics.median(a["photos_per_s"] / b["photos_per_s"] for a, b in zip(rounds_run, off))
+        row.update(rss_before_mb=rss_start[mode], rss_after_mb=rss_end[mode])
+        runs.append(row)
+    # The service at the top concurrency against bulk measured around it (the bulk runs before and after a round).
+    ratios = [one["photos_per_s"] / ((bulk[index] + bulk[index + 1]) / 2)
+              for index, one in enumerate(cells[("on", top)])]
+    top_row = next(row for row in runs if row["batching"] == "on" and row["concurrency"] == top)
+    server_ms, bulk_ms = top_row["server_cpu_ms_per_photo"], _median(bulk_cpu_ms)
     with tempfile.TemporaryDirectory(prefix="cassava-edge-serve-bench-") as logs:
-        top = max(concurrencies)
-        # Batching on and off at every concurrency; then on with steps of up to 32 views as one onnxruntime run
-        # each (on CPU the session otherwise runs 4 views per call, whatever the step's size), at the top one.
-        modes = [("on", [], concurrencies), ("off", ["--no-batching"], concurrencies),
-                 ("on, chunk 32", ["--chunk-size", "32"], [top])]
-        for mode, options, levels in modes:
-            with server(model_options + options, Path(logs)) as (url, pid):
-                rss_start = rss_mb(pid)
-                for concurrency in levels:
-                    result = asyncio.run(load(url, photos, requests, concurrency))
-                    result.update(batching=mode, rss_before_mb=rss_start, rss_after_mb=rss_mb(pid))
-                    runs.append(result)
-                    click.echo(f"batching {mode}, concurrency {concurrency}: "
-                               f"{result['photos_per_s']:.2f} photos/s, p50 {result['p50_ms']:.0f} ms, "
-                               f"statuses {result['statuses']}", err=True)
-        overload_clients = max(4 * overload_queue, top)
         with server(model_options + ["--max-queue", str(overload_queue)], Path(logs)) as (url, pid):
-            rss_start = rss_mb(pid)
-            overload = asyncio.run(load(url, photos, overload_requests, overload_clients))
-            overload.update(batching=f"on, queue {overload_queue}", max_queue=overload_queue,
-                            rss_before_mb=rss_start, rss_after_mb=rss_mb(pid))
-            click.echo(f"overload, queue {overload_queue}, {overload_clients} clients: statuses "
-                       f"{overload['statuses']}, lost {overload['lost']}", err=True)
-    bulk_after = bulk_rate(classifier, photos, repeat)
-    click.echo(f"bulk classify_many (pipelined), again: {bulk_after:.2f} photos/s", err=True)
-    bulk = (bulk_before + bulk_after) / 2
-    served = next(r for r in runs if r["batching"] == "on" and r["concurrency"] == top)["photos_per_s"]
+            before = rss_mb(pid)
+            clients = max(4 * overload_queue, top)
+            overload = summary(f"on, queue {overload_queue}", clients,
+                               [asyncio.run(load(url, pid, photos, overload_requests, clients))])
+            overload.update(max_queue=overload_queue, rss_before_mb=before, rss_after_mb=rss_mb(pid))
+            click.echo(f"overload, queue {overload_queue}, {clients} clients: statuses {overload['statuses']}, "
+                       f"lost {overload['lost']}", err=True)
     machine["load_average_end"] = load_average()
     return {
         "machine": machine,
         "photos": len(photos),
+        "requests_per_run": requests,
+        "rounds": rounds,
         "plan": {"scan": classifier.scan, "tta": classifier.tta.name},
         "model": Path(classifier.session.path).name,
-        "bulk_photos_per_s": {"before": bulk_before, "after": bulk_after},
+        "bulk_photos_per_s": bulk,
+        "bulk_cpu_ms_per_photo": _median(bulk_cpu_ms),
         "runs": runs,
         "overload": overload,
-        "service_vs_bulk": {"concurrency": top, "service_photos_per_s": served, "bulk_photos_per_s": bulk,
-                            "ratio": served / bulk},
+        "service_vs_bulk": {"concurrency": top, "ratio": statistics.median(ratios), "ratio_rounds": ratios,
+                            "bulk_photos_per_s": statistics.median(bulk),
+                            # The same photos' CPU work, bulk over service: the ratio an idle machine would show.
+                            "cpu_ratio": None if server_ms is None else bulk_ms / server_ms},
     }
 
 
 def print_table(report: dict[str, Any]) -> None:
     machine = report["machine"]
     click.echo(f"{report['photos']} photos ({report['model']}, plan {report['plan']['scan']} x "
-               f"{report['plan']['tta']}); machine: {machine['cpu']}, {machine['logical_cores']} logical cores, "
+               f"{report['plan']['tta']}), {report['requests_per_run']} requests per run, {report['rounds']} "
+               f"interleaved rounds; machine: {machine['cpu']}, {machine['logical_cores']} logical cores, "
                f"load average {_loads(machine['load_average_start'])} at start, "
                f"{_loads(machine['load_average_end'])} at end")
-    click.echo(f"{'batching':<13} {'clients':>7} {'requests':>8} {'photos/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
-               f"{'p99 ms':>8}  {'errors':>6} {'wrong':>5}  RSS MB before/after")
+    click.echo(f"{'batching':<13} {'clients':>7} {'requests':>8} {'photos/s':>9} {'vs off':>7} {'p50 ms':>8} "
+               f"{'p90 ms':>8} {'p99 ms':>8}  {'errors':>6} {'wrong':>5} {'CPU ms/photo':>12}  RSS MB before/after")
     for row in [*report["runs"], report["overload"]]:
-        label = row["batching"]
         errors = sum(count for status, count in row["statuses"].items() if status != "200") + row["lost"]
-        click.echo(f"{label:<13} {row['concurrency']:>7} {row['requests']:>8} {row['photos_per_s']:>9.2f} "
-                   f"{row['p50_ms']:>8.0f} {row['p90_ms']:>8.0f} {row['p99_ms']:>8.0f}  {errors:>6} "
-                   f"{row['wrong_answers']:>5}  {_mb(row['rss_before_mb'])}/{_mb(row['rss_after_mb'])}"
+        versus = f"{row['ratio_to_off']:.2f}x" if "ratio_to_off" in row else "-"
+        click.echo(f"{row['batching']:<13} {row['concurrency']:>7} {row['requests']:>8} {row['photos_per_s']:>9.2f} "
+                   f"{versus:>7} {row['p50_ms']:>8.0f} {row['p90_ms']:>8.0f} {row['p99_ms']:>8.0f}  {errors:>6} "
+                   f"{row['wrong_answers']:>5} {_ms(row['server_cpu_ms_per_photo']):>12}  "
+                   f"{_mb(row['rss_before_mb'])}/{_mb(row['rss_after_mb'])}"
                    + (f"  statuses {row['statuses']}, lost {row['lost']}" if "max_queue" in row else ""))
-    bulk = report["bulk_photos_per_s"]
     versus = report["service_vs_bulk"]
-    click.echo(f"bulk classify_many (pipelined): {bulk['before']:.2f} photos/s before, {bulk['after']:.2f} after; "
-               f"service at concurrency {versus['concurrency']}: {versus['service_photos_per_s']:.2f} photos/s = "
-               f"{versus['ratio']:.2f}x bulk")
+    click.echo(f"bulk classify_many (pipelined): {', '.join(f'{rate:.2f}' for rate in report['bulk_photos_per_s'])} "
+               f"photos/s (before each round, and after the last); service at concurrency {versus['concurrency']}, "
+               f"batching on: {versus['ratio']:.2f}x bulk (per round: "
+               f"{', '.join(f'{ratio:.2f}' for ratio in versus['ratio_rounds'])})")
+    if versus["cpu_ratio"] is not None:
+        click.echo(f"CPU per photo: bulk {report['bulk_cpu_ms_per_photo']:.0f} ms, the server at concurrency "
+                   f"{versus['concurrency']} (batching on) {report['bulk_cpu_ms_per_photo'] / versus['cpu_ratio']:.0f} "
+                   f"ms (+ this client's); bulk/server {versus['cpu_ratio']:.2f}x: the photos/s ratio where the "
+                   "service has the cores to itself (clients elsewhere)")
 
 
 @click.command("benchmark-serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--count", type=click.IntRange(min=1), default=24, show_default=True,
               help="Distinct photos (first by name), sent in turn.")
-@click.option("--requests", type=click.IntRange(min=1), default=48, show_default=True,
-              help="Requests per run (each concurrency, batching on and off).")
+@click.option("--requests", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Requests per run (each mode at each concurrency, each round).")
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True, help="Interleaved rounds.")
 @click.option("--concurrency", default="1,4,16", show_default=True, help="Requests in flight, comma list.")
 @click.option("--overload-requests", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests of the overload run.")
@@ -267,7 +342,7 @@ def print_table(report: dict[str, Any]) -> None:
               help="--max-queue of the overload run's server (its clients: 4x as many).")
 @click.option("--model", type=click.Path(exists=True), help="Model file or folder [default: bundled].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
-def serve_load_command(folder: str, count: int, requests: int, concurrency: str, overload_requests: int,
+def serve_load_command(folder: str, count: int, requests: int, rounds: int, concurrency: str, overload_requests: int,
                        overload_queue: int, model: str | None, json_path: str | None) -> None:
     """Latency and photos/s of `cassava-edge serve` on FOLDER's photos, against bulk classify on the same ones."""
     try:
@@ -276,7 +351,7 @@ def serve_load_command(folder: str, count: int, requests: int, concurrency: str,
         raise click.BadParameter(f"{concurrency!r} is not a comma list of numbers", param_hint="--concurrency")
     if not levels or min(levels) < 1:
         raise click.BadParameter("give at least one concurrency of 1 or more", param_hint="--concurrency")
-    report = run(folder, count, requests, levels, overload_requests, overload_queue, model)
+    report = run(folder, count, requests, levels, rounds, overload_requests, overload_queue, model)
     print_table(report)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
@@ -289,6 +364,15 @@ def _percentile(values: list[float], percent: float) -> float:
     if len(values) == 1:
         return values[0] * 1000
     return statistics.quantiles(values, n=100, method="inclusive")[int(percent) - 1] * 1000
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _loads(averages: list[float] | None) -> str:

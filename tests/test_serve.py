@@ -461,6 +461,10 @@ def test_a_full_queue_is_503_with_retry_after_and_loses_nothing(classifier: Clas
         assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
         assert "busy" in answer.json()["error"]
     assert "cassava_edge_queue_depth 3.0" in metrics
+    # A batch larger than the whole queue would never be admitted: refused as such, not "busy, retry".
+    with TestClient(app) as client:
+        too_many = client.post("/v1/classify/batch", files=[("image", ("n.jpg", noise_jpeg, "image/jpeg"))] * 4)
+        assert too_many.status_code == 422 and "at most 3" in too_many.json()["error"]
     expected = expected_row(classifier, noise_jpeg)
     assert [without_source(answer.json()) for answer in admitted] == [expected] * 3
     assert service_state.in_flight == 0
@@ -521,16 +525,19 @@ def test_benchmark_serve_runs_real_servers_and_finds_every_answer_right(photo_mo
     report_path = tmp_path / "out" / "serve.json"
     run = CliRunner().invoke(cli, [
         "benchmark-serve", str(photos), "--model", str(photo_model), "--requests", "6", "--concurrency", "1,3",
-        "--overload-requests", "12", "--overload-queue", "1", "--json", str(report_path),
+        "--rounds", "2", "--overload-requests", "12", "--overload-queue", "1", "--json", str(report_path),
     ], catch_exceptions=False)
     assert run.exit_code == 0, run.output
     report = json.loads(report_path.read_text())
     assert report["photos"] == 3  # the broken one left out, with a note
+    modes = ("on", "off", "on, chunk 32")
     assert [(row["batching"], row["concurrency"]) for row in report["runs"]] == [
-        ("on", 1), ("on", 3), ("off", 1), ("off", 3), ("on, chunk 32", 3)
+        (mode, concurrency) for concurrency in (1, 3) for mode in modes
     ]
     for row in report["runs"]:
-        assert row["statuses"] == {"200": 6} and row["wrong_answers"] == 0 and row["lost"] == 0
+        assert row["statuses"] == {"200": 12} and row["wrong_answers"] == 0 and row["lost"] == 0
+        assert len(row["photos_per_s_rounds"]) == 2 and row["ratio_to_off"] > 0
+    assert len(report["bulk_photos_per_s"]) == 3 and len(report["service_vs_bulk"]["ratio_rounds"]) == 2
     overload = report["overload"]
     assert set(overload["statuses"]) <= {"200", "503"} and sum(overload["statuses"].values()) == 12
     assert overload["wrong_answers"] == 0 and overload["lost"] == 0

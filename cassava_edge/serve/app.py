@@ -145,6 +145,9 @@ class Service:
         self.warmed = False
 
     def admit(self, photos: int) -> None:
+        if photos > self.settings.max_queue:  # never admitted however long the client waits: not a 503
+            raise ServiceError(422, f"{photos} photos in one request: this service queues at most "
+                                    f"{self.settings.max_queue}")
         if self.in_flight + photos > self.settings.max_queue:
             raise QueueFull(self.settings.max_queue)
         self.in_flight += photos
