@@ -139,8 +139,9 @@ class Service:
         self.plans = Plans(classifier)
         self.metrics = Metrics()
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="cassava-edge-decode")
-        on_step = functools.partial(self.metrics.observe_step, chunk_size=classifier.session.chunk_size)
-        self.inference = inference or default_inference(classifier, settings, on_step)
+        # What an inference step reports (its views) to the metrics; an `inference` from outside calls it too.
+        self.observe_step = functools.partial(self.metrics.observe_step, chunk_size=classifier.session.chunk_size)
+        self.inference = inference or default_inference(classifier, settings, self.observe_step)
         self.in_flight = 0
         self.warmed = False
 
