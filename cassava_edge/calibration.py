@@ -37,12 +37,16 @@ def sigmoid(x: np.ndarray | float) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -x))
 
 
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log(probs) / temperature) row-wise: T > 1 softens over-confident probabilities, T < 1 sharpens."""
+def apply_temperature(probs: np.ndarray, temperature: float, class_bias: Optional[Sequence[float]] = None) -> np.ndarray:
+    """softmax(log(probs) / temperature + class_bias) row-wise: T > 1 softens over-confident probabilities, T < 1
+    sharpens; the bias (one logit offset per class, or None) moves the answers towards a deployment prior."""
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     probs = np.asarray(probs, dtype=np.float64)
-    return softmax(np.log(np.maximum(probs, PROBABILITY_FLOOR)) / temperature)
+    logits = np.log(np.maximum(probs, PROBABILITY_FLOOR)) / temperature
+    if class_bias is not None:
+        logits = logits + np.asarray(class_bias, dtype=np.float64)
+    return softmax(logits)
 
 
 def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:

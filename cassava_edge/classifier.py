@@ -147,6 +147,7 @@ class Classifier:
         result = Classification.from_probabilities(
             source, probs, self.labels, prepared, top_k=top_k, return_views=return_views,
             temperature=calibration.temperature if calibration else None,
+            class_bias=calibration.class_bias if calibration else None,
         )
         # The photo's score is the sigmoid of its views' mean logit, as export fitted the threshold on.
         score = None if not_cassava_logits is None else float(sigmoid(not_cassava_logits.astype(np.float64).mean()))

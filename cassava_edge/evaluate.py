@@ -50,6 +50,7 @@ class EvaluationReport:
     reliability: Optional[ReliabilityBins]
     answered: Optional[CoveragePoint]  # the ok photos among the classified ones
     coverage: list[CoveragePoint] = field(default_factory=list)
+    prior: Optional[str] = None  # the deployment prior the model's class bias answers for, None without one
     curve: Optional[RiskCoverage] = None  # one point per distinct confidence: for plots, not in to_dict
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,6 +66,7 @@ class EvaluationReport:
             "status_counts": self.status_counts,
             "min_confidence": self.min_confidence,
             "temperature": self.temperature,
+            "prior": self.prior,
             "calibration_error": self.calibration_error,
             "calibration_bins": ECE_BINS,
             "reliability": None if self.reliability is None else self.reliability.to_dict(),
@@ -104,6 +106,7 @@ def evaluate(classifier: Classifier, photos: Sequence[LabelledPhoto],
         status_counts={status: statuses.count(status) for status in STATUSES},
         min_confidence=classifier.min_confidence,
         temperature=calibration.temperature if calibration else None,
+        prior=calibration.prior if calibration and calibration.class_bias is not None else None,
         calibration_error=reliability.expected_calibration_error if reliability else None,
         reliability=reliability,
         answered=CoveragePoint(
@@ -127,6 +130,7 @@ def trust_lines(report: dict[str, Any]) -> list[str]:
     lines.append(
         f"calibration: ECE {report['calibration_error']:.4f} ({report['calibration_bins']} bins), "
         + ("not calibrated by the model" if temperature is None else f"temperature {temperature:.3f}")
+        + (f", class bias for {report['prior']}" if report.get("prior") else "")
     )
     answered = report["answered"]
     minimum = "none" if report["min_confidence"] is None else f"{report['min_confidence']:.3f}"

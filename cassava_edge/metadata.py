@@ -7,7 +7,9 @@ tools such as Netron show them one per line.
 
 Schema versions: 1 is the original contract; 2 adds the optional `calibration` (temperature scaling of a photo's
 averaged probabilities) and `trust` (minimum confidence, minimum photo size, the not-cassava output and its
-threshold). The runtime reads both and refuses any other version.
+threshold); 3 adds the calibration's optional `class_bias` (a per-class logit offset, fitted so the answers follow a
+deployment prior such as Kaggle's label counts). Export writes 2 unless a model carries a class bias. The runtime
+reads 1-3 and refuses any other version.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from cassava_edge.contract import DEFAULT_SCAN, DEFAULT_TTA, OUTPUT_NAME
 from cassava_edge.errors import ModelError
 
 SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2, 3)
+CLASS_BIAS_SCHEMA_VERSION = 3  # an older runtime would drop the bias silently, so such a model says it needs 3
 KEY_PREFIX = "cassava_edge."
 
 # The five Kaggle 2020 classes, in the model's output order. Export writes them into each model; the runtime
@@ -61,16 +64,23 @@ class PhotoScale:
 
 @dataclass(frozen=True)
 class Calibration:
-    """How to calibrate a photo's averaged probabilities: p_cal = softmax(log(p_mean) / temperature)."""
+    """How to calibrate a photo's averaged probabilities: p_cal = softmax(log(p_mean) / temperature + class_bias).
+
+    `class_bias` (schema 3, one number per label, or None) shifts the answers to the class mix named by `prior`:
+    training with class weights and extra folders teaches a model another mix than the photos it will see."""
 
     temperature: float
     method: str = "temperature"
+    class_bias: Optional[tuple[float, ...]] = None
+    prior: Optional[str] = None  # what the bias was fitted for, e.g. "Kaggle 2020 label counts"
 
     def problems(self) -> list[str]:
         if self.method != "temperature":
             return [f"calibration method {self.method!r} is unknown (only 'temperature')"]
         if not (_is_number(self.temperature) and math.isfinite(self.temperature) and self.temperature > 0):
             return [f"calibration temperature must be a positive number, got {self.temperature!r}"]
+        if self.class_bias is not None and not all(_is_number(b) and math.isfinite(b) for b in self.class_bias):
+            return [f"calibration class_bias must be finite numbers, got {list(self.class_bias)!r}"]
         return []
 
 
@@ -128,6 +138,11 @@ class ModelMetadata:
 
     def to_onnx_props(self) -> dict[str, str]:
         data = asdict(self)
+        if data["calibration"] is not None:
+            # Written only when set, so a schema-2 file stays readable by the runtimes that read schema 2.
+            for key in ("class_bias", "prior"):
+                if data["calibration"][key] is None:
+                    del data["calibration"][key]
         return {KEY_PREFIX + key: json.dumps(value, sort_keys=True) for key, value in data.items()}
 
     @classmethod
@@ -164,7 +179,7 @@ class ModelMetadata:
                 label_names=tuple(data.pop("label_names")),
                 input=InputContract(**inp),
                 photo=PhotoScale(**data.pop("photo")),
-                calibration=None if calibration is None else Calibration(**calibration),
+                calibration=None if calibration is None else _calibration(calibration),
                 trust=None if trust is None else Trust(**trust),
                 **data,
             )
@@ -189,10 +204,22 @@ class ModelMetadata:
             problems.append("calibration and trust need metadata schema version 2")
         if self.calibration is not None:
             problems.extend(self.calibration.problems())
+            bias = self.calibration.class_bias
+            if bias is not None and len(bias) != len(self.labels):
+                problems.append(f"calibration class_bias has {len(bias)} numbers for {len(self.labels)} labels")
+            if bias is not None and self.schema_version < CLASS_BIAS_SCHEMA_VERSION:
+                problems.append(f"calibration class_bias needs metadata schema version {CLASS_BIAS_SCHEMA_VERSION}")
         if self.trust is not None:
             problems.extend(self.trust.problems())
         if problems:
             raise ModelError(f"{source}: " + "; ".join(problems))
+
+
+def _calibration(data: Mapping[str, Any]) -> Calibration:
+    data = dict(data)
+    if isinstance(data.get("class_bias"), list):
+        data["class_bias"] = tuple(data["class_bias"])
+    return Calibration(**data)
 
 
 def cassava_metadata(

@@ -113,14 +113,16 @@ class Classification:
         top_k: int = 3,
         return_views: bool = False,
         temperature: Optional[float] = None,
+        class_bias: Optional[tuple[float, ...]] = None,
     ) -> "Classification":
         """Average the (views, classes) probabilities of one photo into its Classification, calibrated with
-        `temperature` after averaging when given; `views` keep the model's own per-view probabilities."""
+        `temperature` (and `class_bias`, see metadata.Calibration) after averaging when given; `views` keep the
+        model's own per-view probabilities."""
         if len(view_probs) != prepared.num_views or view_probs.shape[1:] != (len(labels),):
             raise ValueError(f"expected ({prepared.num_views}, {len(labels)}) probabilities, got {view_probs.shape}")
         mean = view_probs.astype(np.float64).mean(axis=0)
         if temperature is not None:
-            mean = apply_temperature(mean[None], temperature)[0]
+            mean = apply_temperature(mean[None], temperature, class_bias)[0]
         mean /= mean.sum()  # exact sum of 1 after float32 rounding
         # A stable sort keeps label order among ties, so equal probabilities rank the same on every run.
         order = np.argsort(-mean, kind="stable")

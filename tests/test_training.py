@@ -369,6 +369,23 @@ def test_fold_split_holds_out_one_fold_and_trains_on_the_rest(tmp_path: Path) ->
     assert not {(s.folder, s.image_id) for s in train} & {(s.folder, s.image_id) for s in val}
 
 
+def test_an_excluded_fold_is_neither_trained_nor_validated_on(tmp_path: Path) -> None:
+    from cassava_edge_training.folds import read_folds, split_by_fold
+
+    originals, copies = _samples(3), _samples(1, "cassava-roboflow")
+    path = _fold_file(tmp_path / "f.csv", [(s.folder, s.image_id, s.label, i % 3) for i, s in enumerate(originals)])
+    by_folder = {"cassava": originals, "cassava-roboflow": copies}
+    train, val = split_by_fold(by_folder, read_folds(path), 0, path, exclude=(2,))
+    excluded = {s.image_id for i, s in enumerate(originals) if i % 3 == 2}
+    assert excluded and not excluded & {s.image_id for s in train + val}
+    assert {s.image_id for s in val} == {s.image_id for i, s in enumerate(originals) if i % 3 == 0}
+    assert len(train) == len(originals) - len(val) - len(excluded) + len(copies)
+    with pytest.raises(DataError, match="both held out for validation and excluded"):
+        split_by_fold(by_folder, read_folds(path), 2, path, exclude=(2,))
+    with pytest.raises(ValueError, match="--exclude-fold needs --fold"):
+        TrainConfig(data=["d"], exclude_folds=[1])
+
+
 def test_fold_file_naming_a_missing_photo_or_one_photo_twice_stops_with_one_line(tmp_path: Path) -> None:
     from cassava_edge_training.folds import read_folds, split_by_fold
 

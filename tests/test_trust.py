@@ -6,6 +6,7 @@ cassava" from how much bluer than green it is, so every status below is computed
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -73,8 +74,8 @@ def test_version_1_is_read_without_calibration_or_trust() -> None:
 @pytest.mark.parametrize(
     "version, message",
     [
-        ("3", "schema version 3 is newer than this cassava-edge reads (1-2); upgrade cassava-edge"),
-        ("0", "schema version 0 is not supported (this cassava-edge reads 1-2); re-export the model"),
+        ("4", "schema version 4 is newer than this cassava-edge reads (1-3); upgrade cassava-edge"),
+        ("0", "schema version 0 is not supported (this cassava-edge reads 1-3); re-export the model"),
         ('"2"', "schema version '2' is not supported"),
     ],
 )
@@ -97,6 +98,9 @@ def test_other_versions_are_refused(version: str, message: str) -> None:
         ({"cassava_edge.calibration": '{"temperature": -1}'}, "temperature must be a positive number"),
         ({"cassava_edge.calibration": '{"method": "isotonic", "temperature": 1}'}, "method 'isotonic' is unknown"),
         ({"cassava_edge.calibration": '{"temperature": 2}', "cassava_edge.schema_version": "1"}, "need metadata schema"),
+        ({"cassava_edge.calibration": '{"temperature": 1, "class_bias": [0, 0, 0, 0, 1]}'}, "needs metadata schema version 3"),
+        ({"cassava_edge.calibration": '{"temperature": 1, "class_bias": [0, 1]}', "cassava_edge.schema_version": "3"},
+         "class_bias has 2 numbers for 5 labels"),
     ],
 )
 def test_malformed_trust_metadata_is_refused(entries: dict[str, str], message: str) -> None:
@@ -231,3 +235,20 @@ def test_classify_command_takes_min_confidence(trust_model: Path, tmp_path: Path
         assert run.exit_code == 0, run.output
         statuses.append(json.loads(run.stdout.splitlines()[0])["status"])
     assert statuses == ["ok", "uncertain"]
+
+
+def test_a_class_bias_round_trips_in_schema_3_and_moves_the_answers(tmp_path: Path) -> None:
+    """The deployment-prior bias: written as schema 3, read back, applied after the temperature."""
+    bias = (0.0, 0.0, 0.0, 0.0, 3.0)
+    calibration = Calibration(temperature=1.5, class_bias=bias, prior="test prior")
+    meta = dataclasses.replace(tinymodel.metadata_for(calibration=calibration), schema_version=3)
+    assert ModelMetadata.from_onnx_props(meta.to_onnx_props()) == meta
+    plain = tinymodel.write_model(tmp_path / "plain.onnx",
+                                  metadata=tinymodel.metadata_for(calibration=Calibration(temperature=1.5)))
+    biased = tinymodel.write_model(tmp_path / "biased.onnx", metadata=meta)
+    photo = tinymodel.quadrant_image(64)
+    before = Classifier(model=plain, tta="none", scan="center").classify(photo)
+    after = Classifier(model=biased, tta="none", scan="center").classify(photo)
+    expected = apply_temperature(np.asarray([list(before.probabilities.values())]), 1.0, bias)[0]
+    assert np.allclose(list(after.probabilities.values()), expected, atol=1e-6)
+    assert after.probabilities["Healthy"] > before.probabilities["Healthy"]

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from cassava_edge.contract import NOT_CASSAVA_NAME
 from cassava_edge.contract import INPUT_NAME, OUTPUT_NAME
-from cassava_edge.metadata import SCHEMA_VERSION, Calibration, ModelMetadata, Trust, cassava_metadata
+from cassava_edge.metadata import READABLE_SCHEMA_VERSIONS, Calibration, ModelMetadata, Trust, cassava_metadata
 
 INPUT = INPUT_NAME
 OUTPUT = OUTPUT_NAME
@@ -221,7 +221,7 @@ def write_model(
 
 def wrong_version_props(size: int = 32) -> dict[str, str]:
     props = metadata_for(size).to_onnx_props()
-    props["cassava_edge.schema_version"] = str(SCHEMA_VERSION + 1)
+    props["cassava_edge.schema_version"] = str(READABLE_SCHEMA_VERSIONS[-1] + 1)
     return props
 
 

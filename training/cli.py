@@ -47,12 +47,16 @@ TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
 @click.option("--distill-weight", type=float, help="Share of the teachers in the targets [default: 0.5].")
 @click.option("--checkpoint-plan", type=click.Choice(["corners", "grid", "center", "full"]),
               help="Scan plan whose validation macro recall picks best.keras [default: the runtime's, full].")
+@click.option("--validation-plans", help="Comma-separated plans scored each epoch besides --checkpoint-plan "
+              "[default: grid,full]; 'full' alone scores only the default plan (cheaper).")
 @click.option("--validation-fraction", type=float)
 @click.option("--validation-list", type=click.Path(exists=True, dir_okay=False), help="Ids to validate on.")
 @click.option("--validation-folder", help="Data folder the validation split is taken from (default: the first).")
 @click.option("--folds", type=click.Path(exists=True, dir_okay=False),
               help="Fold file (folder,image_id,label,fold) [default: training/folds.csv, 5 folds of the originals].")
 @click.option("--fold", type=int, help="Hold out this fold of --folds for validation (cross-validation).")
+@click.option("--exclude-fold", "exclude_folds", multiple=True, type=int,
+              help="Train and validate on no photo of this fold (repeatable): keeps it unseen by a whole procedure.")
 @click.option("--seed", type=int)
 @click.option("--max-images", type=int, help="At most this many photos per folder (smoke tests).")
 @click.option("--skip-bad", is_flag=True, default=None, help="Leave out bad rows instead of stopping.")
@@ -76,6 +80,9 @@ def main(ctx: click.Context, config_file: str | None, data: tuple[str, ...], res
         options["data"] = list(data)
     if teachers:
         options["teachers"] = list(teachers)
+    if options.get("validation_plans") is not None:
+        options["validation_plans"] = [p for p in options["validation_plans"].split(",") if p]
+    options["exclude_folds"] = list(options.get("exclude_folds") or ()) or None
     if restore_aspect:
         pairs = [item.partition("=") for item in restore_aspect]
         if any(not name or not ratio for name, _, ratio in pairs):

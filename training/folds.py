@@ -69,13 +69,18 @@ def read_folds(path: str | Path) -> dict[tuple[str, str], int]:
 
 
 def split_by_fold(by_folder: dict[str, list[Sample]], folds: dict[tuple[str, str], int], fold: int,
-                  path: str | Path = "fold file") -> tuple[list[Sample], list[Sample]]:
+                  path: str | Path = "fold file", exclude: tuple[int, ...] = ()) -> tuple[list[Sample], list[Sample]]:
     """Training and validation samples for held-out `fold`: the fold's photos validate, every other photo of every
     data folder trains (fold-file folders that are not among the data folders are ignored, so a run on the
-    originals alone still works). A listed photo that is missing from its data folder stops here, naming it."""
+    originals alone still works). Photos of the `exclude` folds are used for neither: a fold held out of a whole
+    procedure (fold models, their ensemble, the student distilled from it) stays unseen by all of it.
+    A listed photo that is missing from its data folder stops here, naming it."""
     numbers = sorted(set(folds.values()))
-    if fold not in numbers:
-        raise DataError(f"{path}: has folds {', '.join(map(str, numbers))}, not {fold}")
+    for number in (fold, *exclude):
+        if number not in numbers:
+            raise DataError(f"{path}: has folds {', '.join(map(str, numbers))}, not {number}")
+    if fold in exclude:
+        raise DataError(f"fold {fold} is both held out for validation and excluded")
     present = {(s.folder, s.image_id) for samples in by_folder.values() for s in samples}
     missing = [key for key in folds if key[0] in by_folder and key not in present]
     if missing:
@@ -85,7 +90,10 @@ def split_by_fold(by_folder: dict[str, list[Sample]], folds: dict[tuple[str, str
     train, val = [], []
     for samples in by_folder.values():
         for sample in samples:
-            (val if folds.get((sample.folder, sample.image_id)) == fold else train).append(sample)
+            number = folds.get((sample.folder, sample.image_id))
+            if number in exclude:
+                continue
+            (val if number == fold else train).append(sample)
     if not val:
         raise DataError(f"{path}: fold {fold} has no photo in the data folders given")
     return train, val

@@ -21,7 +21,7 @@ from .data import (
     NUM_CLASSES, DataError, Sample, centre_crops, class_weights, load_photos, make_dataset, mix_batch, parse_aspect,
     read_kaggle_folder, stratified_split,
 )
-from .validation import MONITOR, make_callback, plans_for
+from .validation import MONITOR, make_callback, plans_for, write_probabilities
 
 BEST_MODEL = "best.keras"
 LAST_MODEL = "last.keras"
@@ -31,6 +31,12 @@ def metrics_path(checkpoint: str | Path) -> Path:
     """Where the validation figures of `checkpoint` are written: best.keras -> best.metrics.json."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(checkpoint.stem + ".metrics.json")
+
+
+def probabilities_path(checkpoint: str | Path, plan: str) -> Path:
+    """Where a checkpoint's validation probabilities on `plan` go: last.keras -> last.full.probabilities.csv."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.{plan}.probabilities.csv")
 
 
 def check_backbone(config: TrainConfig) -> None:
@@ -60,7 +66,7 @@ def split_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
         from .folds import DEFAULT_FOLDS_FILE, read_folds, split_by_fold
 
         fold_file = config.folds or DEFAULT_FOLDS_FILE
-        return split_by_fold(by_folder, read_folds(fold_file), config.fold, fold_file)
+        return split_by_fold(by_folder, read_folds(fold_file), config.fold, fold_file, tuple(config.exclude_folds))
     val_folder = Path(config.validation_folder).name if config.validation_folder else folders[0].name
     if val_folder not in by_folder:
         raise DataError(f"validation folder {val_folder} is not among the data folders")
@@ -137,7 +143,7 @@ def train(config: TrainConfig) -> Path:
     keras.utils.set_random_seed(config.seed)
     (out / "config.json").write_text(config.to_json())
     (out / "validation_ids.txt").write_text("".join(f"{s.image_id}\n" for s in val_samples))
-    plans = plans_for(config.checkpoint_plan)
+    plans = plans_for(config.checkpoint_plan, config.validation_plans)
     dataset = {"train": _summary(train_samples), "validation": _summary(val_samples),
                "restore_aspect": dict(config.restore_aspect), "validation_plans": list(plans)}
     (out / "dataset.json").write_text(json.dumps(dataset, indent=2))
@@ -224,7 +230,10 @@ def train(config: TrainConfig) -> Path:
     timing["seconds_per_epoch"] = round(seconds / max(1, timing["epochs_run"]), 1)
     for name in (BEST_MODEL, LAST_MODEL):
         validation.set_model(keras.saving.load_model(out / name))
-        reports = validation.evaluate()
+        probabilities = validation.probabilities()
+        reports = validation.evaluate(probabilities)
+        for plan, probs in probabilities.items():
+            write_probabilities(probabilities_path(out / name, plan), val_samples, probs)
         figures = {**reports[plans[0]], "plan": plans[0], "tta": "none", "checkpoint": name,
                    "plans": {plan: {k: r[k] for k in ("accuracy", "macro_recall", "macro_f1")}
                              for plan, r in reports.items()}, **timing}

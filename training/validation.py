@@ -7,6 +7,7 @@ does with a photo; these figures are the users' figures (without TTA, which expo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -23,9 +24,9 @@ VALIDATION_PLANS = ("grid", "full")
 MONITOR = "val_macro_recall"  # the checkpoint metric; computed on the first plan given to make_callback
 
 
-def plans_for(checkpoint_plan: str) -> tuple[str, ...]:
+def plans_for(checkpoint_plan: str, plans: list[str] | None = None) -> tuple[str, ...]:
     """The plans to score, the checkpoint plan first (it sets val_loss, val_accuracy and MONITOR)."""
-    return (checkpoint_plan, *(p for p in VALIDATION_PLANS if p != checkpoint_plan))
+    return (checkpoint_plan, *(p for p in (VALIDATION_PLANS if plans is None else plans) if p != checkpoint_plan))
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,13 @@ def make_callback(samples: list[Sample], short_side: int, crop_size: int, plans:
     views = [plan_views(samples, plan, short_side, crop_size) for plan in plans]
 
     class RuntimeValidation(keras.callbacks.Callback):
-        def evaluate(self) -> dict[str, dict]:
-            return {v.plan: report(photo_probabilities(self.model, v, len(samples)), labels) for v in views}
+        def probabilities(self) -> dict[str, np.ndarray]:
+            """Per plan, (photos, classes) probabilities of the validation photos, in `samples` order."""
+            return {v.plan: photo_probabilities(self.model, v, len(samples)) for v in views}
+
+        def evaluate(self, probabilities: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
+            probabilities = probabilities or self.probabilities()
+            return {plan: report(probs, labels) for plan, probs in probabilities.items()}
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             if logs is None:
@@ -89,3 +95,16 @@ def make_callback(samples: list[Sample], short_side: int, crop_size: int, plans:
                 flush=True)
 
     return RuntimeValidation()
+
+
+def write_probabilities(path: str | Path, samples: list[Sample], probs: np.ndarray) -> None:
+    """One row per validation photo (folder, image_id, label, one column per class): out-of-fold probabilities
+    that cross-validation figures, ensembles and the deployment prior are computed from (training/oof.py)."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["folder", "image_id", "label", *CASSAVA_LABELS])
+        for sample, row in zip(samples, probs):
+            writer.writerow([sample.folder, sample.image_id, CASSAVA_LABELS[sample.label],
+                             *(f"{p:.6f}" for p in row)])
