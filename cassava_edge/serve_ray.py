@@ -59,8 +59,9 @@ class CassavaService:
         from cassava_edge.serve.app import create_app
 
         app = create_app(self.classifier, self.settings, inference=self)
-        # The app's views-per-run histogram, fed by the steps @serve.batch runs.
-        self._observe_step = app.state.service.metrics.step_views.observe
+        # The app's views-per-step and views-per-run histograms, fed by the steps @serve.batch runs (the app's
+        # own micro-batcher, which feeds them otherwise, is not used here).
+        self._observe_step = app.state.service.observe_step
         return app
 
     async def infer(self, views: np.ndarray) -> np.ndarray:

@@ -6,20 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 from click.testing import CliRunner
 
 from cassava_edge.cli import cli
+from tests.photofolder import write_photo_folder
 
 
 def test_benchmark_bulk_reports_each_engine_and_their_agreement(tiny_model: Path, tmp_path: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for index in range(6):
-        bgr = np.random.default_rng(index).integers(0, 256, (40, 48, 3), dtype=np.uint8)
-        cv2.imwrite(str(photos / f"p{index}.png"), bgr)
-    (photos / "broken.png").write_bytes(b"not a png")
+    photos = write_photo_folder(tmp_path / "photos", 6, 40, 48, ".png")
     report_path = tmp_path / "bulk.json"
     result = CliRunner().invoke(cli, [
         "benchmark-bulk", str(photos), "--model", str(tiny_model), "--count", "7", "--rounds", "2", "--workers", "2",

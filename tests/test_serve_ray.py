@@ -4,6 +4,7 @@ whole file, because Ray and its replicas take seconds to start on 2 cores; Ray i
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -95,6 +96,7 @@ def test_two_replicas_answer_as_the_single_server(
         single_model.pop("session")
         assert replica_model == single_model
         assert client.get("readyz").status_code == 200
+        # (Which replica answers is Ray's choice, so its counts are not checked here: the test below does.)
         assert "cassava_edge_views_per_run" in client.get("metrics").text
         assert "Cassava leaf check" in client.get("").text
 
@@ -117,3 +119,27 @@ def test_serve_run_arguments_are_checked(monkeypatch: pytest.MonkeyPatch) -> Non
         app_builder({"replica": "2"})
     with pytest.raises(OptionError, match="replicas: not a int"):
         app_builder({"replicas": "two"})
+
+
+def test_the_steps_of_serve_batch_fill_the_apps_view_histograms() -> None:
+    """The steps @serve.batch runs are reported to the app (`Service.observe_step`): views per step and per
+    onnxruntime run. Without a Ray cluster: the replica's own class, and the batched method called directly (outside
+    a replica, @serve.batch's queue cannot start), as Ray calls it with the views of 2 photos."""
+    import numpy as np
+    from prometheus_client import generate_latest
+
+    from cassava_edge.serve_ray import CassavaService
+
+    # The class as written, under the wrappers of @serve.deployment and @serve.ingress.
+    replica_class = next(k for k in CassavaService.func_or_class.__mro__ if "infer_photos" in vars(k))
+    replica = replica_class({}, ServeSettings(), 8)
+    app = replica.__serve_build_asgi_app__()
+    assert replica.classifier.session.chunk_size == 4
+    height, width = replica.classifier.metadata.crop_size
+    views = [np.zeros((4, height, width, 3), np.float32), np.zeros((2, height, width, 3), np.float32)]
+    rows = asyncio.run(vars(replica_class)["infer_photos"].__wrapped__(replica, views))
+    assert [len(photo_rows) for photo_rows in rows] == [4, 2]
+    metrics = generate_latest(app.state.service.metrics.registry).decode()
+    # One step of 6 views, run by onnxruntime as 4 + 2.
+    assert "cassava_edge_views_per_step_count 1.0" in metrics and "cassava_edge_views_per_step_sum 6.0" in metrics
+    assert "cassava_edge_views_per_run_count 2.0" in metrics and "cassava_edge_views_per_run_sum 6.0" in metrics

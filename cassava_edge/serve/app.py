@@ -23,8 +23,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.datastructures import UploadFile
@@ -34,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import cassava_edge
 from cassava_edge.classifier import Classifier
 from cassava_edge.errors import ImageError
+from cassava_edge.serve.apidocs import api_page
 from cassava_edge.serve.batcher import Inference, MicroBatcher, Unbatched
 from cassava_edge.serve.photos import (
     UPLOAD_SOURCE,
@@ -171,6 +171,17 @@ class Service:
         rows = await self.inference.infer(prepared.views)
         return finish_row(planned, upload.source, rows, prepared, options)
 
+    async def answer(self, request: Request, options: RequestOptions, *, multiple: bool) -> list[dict[str, Any]]:
+        """What both classify endpoints do once the options are parsed: refuse when busy before reading a byte,
+        read the upload(s), classify them; all within the request's timeout (504)."""
+
+        async def steps() -> list[dict[str, Any]]:
+            busy_check(self)
+            uploads = await read_uploads(request, self.settings, multiple=multiple)
+            return await self.classify_all(uploads, options)
+
+        return await within_timeout(steps(), self.settings.timeout_s)
+
     async def classify_all(self, uploads: list[Upload], options: RequestOptions) -> list[dict[str, Any]]:
         self.admit(len(uploads))
         try:
@@ -225,7 +236,7 @@ def create_app(
         version=cassava_edge.__version__,
         description="Cassava leaf disease classification: one photo or a batch in, one result row per photo out.",
         lifespan=lifespan,
-        docs_url=None,  # served below, behind the API key like every endpoint but /healthz
+        docs_url=None,  # served below (offline), behind the API key like every endpoint but /healthz
         redoc_url=None,
         openapi_url=None,
     )
@@ -247,14 +258,6 @@ def create_app(
     errors: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorBody} for status in (401, 413, 415, 503, 504)
     }
-    option_docs = {
-        "tta": Query(None, description="Test-time augmentation: none, flip, d4 or seed [default: the model's]."),
-        "scan": Query(None, description="Crop plan: corners, grid, center or full [default: the model's]."),
-        "top_k": Query(None, description="Classes listed in top_k (at least 1) [default: 3]."),
-        "min_confidence": Query(None, description="Confidence (0..1) under which a photo is uncertain "
-                                                  "[default: the model's]."),
-    }
-
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, str]:
         """Alive: the process answers (no key needed)."""
@@ -278,46 +281,20 @@ def create_app(
                                    "classified) or, with no row, {error, option} for a refused option."}},
         openapi_extra={"requestBody": upload_body(multiple=False)},
     )
-    async def classify_one(
-        request: Request,
-        tta: str | None = option_docs["tta"],
-        scan: str | None = option_docs["scan"],
-        top_k: str | None = option_docs["top_k"],
-        min_confidence: str | None = option_docs["min_confidence"],
-    ) -> Any:
+    async def classify_one(request: Request, options: RequestOptions = Depends(request_options)) -> Any:
         """One photo, as multipart field `image` or as a raw image/* body -> its result row."""
-
-        async def answer() -> Any:
-            options = parse_options(request.query_params)
-            busy_check(service)
-            uploads = await read_uploads(request, settings, multiple=False)
-            row = (await service.classify_all(uploads, options))[0]
-            return row if row["ok"] else JSONResponse(row, status_code=422)
-
-        return await within_timeout(answer(), settings.timeout_s)
+        row = (await service.answer(request, options, multiple=False))[0]
+        return row if row["ok"] else JSONResponse(row, status_code=422)
 
     @app.post(
         "/v1/classify/batch", tags=["classify"], dependencies=keyed, response_model=BatchRows,
         responses={**errors, 422: {"model": ErrorBody}},
         openapi_extra={"requestBody": upload_body(multiple=True)},
     )
-    async def classify_batch(
-        request: Request,
-        tta: str | None = option_docs["tta"],
-        scan: str | None = option_docs["scan"],
-        top_k: str | None = option_docs["top_k"],
-        min_confidence: str | None = option_docs["min_confidence"],
-    ) -> Any:
+    async def classify_batch(request: Request, options: RequestOptions = Depends(request_options)) -> Any:
         """Up to 32 photos (MAX_BATCH_PHOTOS) as repeated multipart fields `image` -> their rows in the order sent;
         a photo that cannot be classified is a failed row, never a failed request."""
-
-        async def answer() -> Any:
-            options = parse_options(request.query_params)
-            busy_check(service)
-            uploads = await read_uploads(request, settings, multiple=True)
-            return {"results": await service.classify_all(uploads, options)}
-
-        return await within_timeout(answer(), settings.timeout_s)
+        return {"results": await service.answer(request, options, multiple=True)}
 
     @app.get("/metrics", tags=["service"], dependencies=keyed, response_class=Response)
     async def metrics() -> Response:
@@ -329,10 +306,10 @@ def create_app(
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
+    # Not Swagger UI: it loads from a CDN, so it is blank on a box without internet (apidocs.py).
     @app.get("/docs", include_in_schema=False, dependencies=keyed)
-    async def docs(request: Request) -> Response:
-        root = request.scope.get("root_path", "").rstrip("/")
-        return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title="cassava-edge API")
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(api_page(app.openapi()))
 
     # The page loads without the key (it holds no data and asks for the key itself); everything it calls needs it.
     @app.get("/", include_in_schema=False)
@@ -341,6 +318,22 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+async def request_options(
+    request: Request,
+    # Declared for the OpenAPI docs only: parse_options reads the whole query, so that an unknown option is
+    # named (422) rather than ignored, and each value is checked by the CLI's own option type.
+    tta: str | None = Query(None, description="Test-time augmentation: none, flip, d4 or seed [default: the model's]."),
+    scan: str | None = Query(None, description="Crop plan: corners, grid, center or full [default: the model's]."),
+    top_k: str | None = Query(None, description="Classes listed in top_k (at least 1) [default: 3]."),
+    min_confidence: str | None = Query(
+        None, description="Confidence (0..1) under which a photo is uncertain [default: the model's]."
+    ),
+) -> RequestOptions:
+    """The classify endpoints' query options, checked as `cassava-edge classify` checks them (a dependency: it
+    runs after the API key check, so a caller without the key learns nothing about the options)."""
+    return parse_options(request.query_params)
 
 
 def key_check(api_key: str | None) -> Callable[[Request], Awaitable[None]]:
