@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -24,7 +25,7 @@ from cassava_edge.imaging import DEFAULT_MAX_MEGAPIXELS, ImageSource, check_colo
 from cassava_edge.models import resolve_model
 from cassava_edge.pipeline import batched, check_workers, ordered_map
 from cassava_edge.calibration import sigmoid
-from cassava_edge.results import NOT_CASSAVA, OK, UNCERTAIN, Classification, PreparedImage
+from cassava_edge.results import NOT_CASSAVA, OK, SPEED_STAGES, UNCERTAIN, Classification, PreparedImage
 from cassava_edge.scan import check_plan, make_crops
 from cassava_edge.session import CUDA, PROVIDERS, OnnxSession
 from cassava_edge.tta import make_tta
@@ -192,8 +193,15 @@ class Classifier:
         """Classify one photo; raises ImageError if it cannot be read."""
         top_k, min_confidence = _call_options(top_k, max_results, min_confidence, score_threshold)
         name = source_name(image)
-        prepared = self.prepare(self.load(image, color=color), name=name)
-        return self.postprocess(name, self.infer(prepared.views), prepared, top_k, return_views, min_confidence)
+        started = time.perf_counter()
+        rgb = self.load(image, color=color)
+        decoded = time.perf_counter()
+        prepared = self.prepare(rgb, name=name)
+        ready = time.perf_counter()
+        probs = self.infer(prepared.views)
+        inferred = time.perf_counter()
+        result = self.postprocess(name, probs, prepared, top_k, return_views, min_confidence)
+        return _with_speed(result, decoded - started, ready - decoded, inferred - ready, time.perf_counter() - inferred)
 
     def classify_many(
         self,
@@ -246,24 +254,36 @@ class Classifier:
         names = [source_name(image) for image in images]
         prepared: list[PreparedImage | None] = []
         errors: list[str | None] = []
+        seconds: list[tuple[float, float]] = []  # (decode, preprocess) per photo, for Classification.speed
         for image, name in zip(images, names):
             try:
-                prepared.append(self.prepare(self.load(image, color=color), name=name))
+                started = time.perf_counter()
+                rgb = self.load(image, color=color)
+                decoded = time.perf_counter()
+                prepared.append(self.prepare(rgb, name=name))
+                seconds.append((decoded - started, time.perf_counter() - decoded))
                 errors.append(None)
             except CassavaEdgeError as exc:
                 prepared.append(None)
+                seconds.append((0.0, 0.0))
                 errors.append(exc.reason if isinstance(exc, ImageError) else str(exc))
         ready = [p for p in prepared if p is not None]
+        started = time.perf_counter()
         probs = self.infer(np.concatenate([p.views for p in ready])) if ready else None
+        # The group shares its onnxruntime runs: each photo is charged its share of the views.
+        inference_per_view = (time.perf_counter() - started) / max(1, sum(p.num_views for p in ready))
         results, offset = [], 0
-        for name, item, error in zip(names, prepared, errors):
+        for name, item, error, (decode, preprocess) in zip(names, prepared, errors, seconds):
             if item is None:
                 results.append(Classification.failed(name, error or "unknown error"))
                 continue
             assert probs is not None
             rows = probs[offset : offset + item.num_views]
             offset += item.num_views
-            results.append(self.postprocess(name, rows, item, top_k, return_views, min_confidence))
+            started = time.perf_counter()
+            result = self.postprocess(name, rows, item, top_k, return_views, min_confidence)
+            postprocess = time.perf_counter() - started
+            results.append(_with_speed(result, decode, preprocess, inference_per_view * item.num_views, postprocess))
         return results
 
     # -- description -------------------------------------------------------------------------------------------
@@ -299,6 +319,14 @@ class Classifier:
                 "numpy": np.__version__,
             },
         }
+
+
+def _with_speed(
+    result: Classification, decode: float, preprocess: float, inference: float, postprocess: float
+) -> Classification:
+    """`result` with its stage times (seconds) as `speed`, in milliseconds per SPEED_STAGES."""
+    stages = (decode, preprocess, inference, postprocess)
+    return dataclasses.replace(result, speed={name: s * 1000.0 for name, s in zip(SPEED_STAGES, stages)})
 
 
 def _call_options(

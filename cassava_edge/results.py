@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -51,6 +51,8 @@ UNCERTAIN = "uncertain"  # the calibrated confidence is under the minimum confid
 NOT_CASSAVA = "not_cassava"  # the model's not-cassava score reaches its threshold
 FAILED = "failed"  # the photo could not be classified; `error` says why
 STATUSES: tuple[str, ...] = (OK, UNCERTAIN, NOT_CASSAVA, FAILED)
+# The stages `Classification.speed` times, in pipeline order (see Classifier: load, prepare, infer, postprocess).
+SPEED_STAGES: tuple[str, ...] = ("decode", "preprocess", "inference", "postprocess")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class Classification:
     error: Optional[str] = None
     status: str = OK
     not_cassava_score: Optional[float] = None
+    # Milliseconds this photo spent in each of SPEED_STAGES, as Ultralytics' `Results.speed`; None when it was not
+    # timed (failed photos, results rebuilt from Ray rows). Not compared and not in to_dict(): it differs per run.
+    speed: Optional[dict[str, float]] = field(default=None, compare=False)
 
     def __repr__(self) -> str:
         # Short on purpose: probabilities, top_k and views make the dataclass repr many lines long; see to_dict().

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from typing import Iterable, TextIO
 
-from cassava_edge.results import FAILED, NOT_CASSAVA, OK, STATUSES, Classification
+from cassava_edge.results import FAILED, NOT_CASSAVA, OK, SPEED_STAGES, STATUSES, Classification
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -40,18 +40,30 @@ class ResultWriter:
 
 
 class TableWriter(ResultWriter):
-    """Aligned columns for people: status, label (only when ok), confidence, top-k, source. A failed photo's
-    row gives the reason where the top-k would be."""
+    """Aligned columns for people: status, label (only when ok), confidence, top-k, then, given the model's
+    `label_names`, the diagnosis's full name (disease), and source. A failed photo's row gives the reason where
+    the top-k would be."""
 
     status_width = max(len(status) for status in STATUSES)
+
+    def __init__(
+        self, stream: TextIO, labels: tuple[str, ...], top_k: int, label_names: tuple[str, ...] | None = None
+    ) -> None:
+        super().__init__(stream, labels, top_k)
+        # The full names come from the model's metadata, in label order; none given: no disease column.
+        self.names = dict(zip(labels, label_names)) if label_names is not None else None
 
     def start(self) -> None:
         self.width = max(len("label"), *(len(label) for label in self.labels))
         # Each top-k entry is "<label> 0.123", joined by ", ".
         self.top_width = self.top_k * (self.width + 6) + 2 * (self.top_k - 1)
+        disease = ""
+        if self.names is not None:
+            self.name_width = max(len("disease"), *(len(name) for name in self.names.values()))
+            disease = f"{'disease':<{self.name_width}}  "
         self.stream.write(
             f"{'status':<{self.status_width}}  {'label':<{self.width}}  confidence  {'top-k':<{self.top_width}}  "
-            "source\n"
+            f"{disease}source\n"
         )
 
     def _write(self, result: Classification) -> None:
@@ -63,9 +75,13 @@ class TableWriter(ResultWriter):
             confidence = f"{result.confidence:>10.3f}"
         else:
             top, confidence = f"error: {result.error}", f"{'-':>10}"
+        disease = ""
+        if self.names is not None:
+            name = self.names.get(result.label, "-") if result.label else "-"
+            disease = f"{name:<{self.name_width}}  "
         self.stream.write(
             f"{result.status:<{self.status_width}}  {result.label or '-':<{self.width}}  {confidence}  "
-            f"{top:<{self.top_width}}  {result.source}\n"
+            f"{top:<{self.top_width}}  {disease}{result.source}\n"
         )
 
 
@@ -134,9 +150,14 @@ class RunSummary:
         self.started = time.perf_counter()
         self.seconds: float | None = None  # wall time, set by finish()
         self.interrupted = False  # set when the run was stopped (Ctrl-C) before its last photo
+        self.stage_ms: Counter[str] = Counter()  # milliseconds per stage, summed over the timed results
+        self.timed = 0  # results that came with `speed`
 
     def add(self, result: Classification) -> None:
         self.counts[result.status] += 1
+        if result.speed is not None:
+            self.stage_ms.update(result.speed)
+            self.timed += 1
 
     def add_counts(self, counts: Iterable[tuple[str, int]]) -> None:
         for status, count in counts:
@@ -161,3 +182,16 @@ class RunSummary:
         if self.total > self.counts[FAILED] and seconds >= MIN_SECONDS_FOR_RATE:
             line += f" ({self.total / seconds:.2f} photos/s)"
         return line
+
+    def speed_line(self) -> str | None:
+        """E.g. "Speed: 3.1 ms decode, 18.0 ms preprocess, 75.2 ms inference, 0.4 ms postprocess per photo", as
+        `yolo predict` prints: the mean of the timed results' stages (photos done side by side by several workers
+        overlap, so the stages add up to more than the wall time per photo). None when no result was timed."""
+        if not self.timed:
+            return None
+        return f"Speed: {speed_text({stage: ms / self.timed for stage, ms in self.stage_ms.items()})} per photo"
+
+
+def speed_text(speed: dict[str, float]) -> str:
+    """"3.1 ms decode, 18.0 ms preprocess, ..." from milliseconds per stage, in pipeline order."""
+    return ", ".join(f"{speed[stage]:.1f} ms {stage}" for stage in SPEED_STAGES if stage in speed)

@@ -17,7 +17,7 @@ from cassava_edge.classifier import Classifier
 from cassava_edge.commands.common import (
     ClassifierOptions,
     UsageFailure,
-    check_output_path,
+    check_output_file,
     given_on_command_line,
     option_group,
 )
@@ -57,9 +57,9 @@ bulk_options = option_group(BulkOptions, "bulk", [
                  help="Ray: CPUs each actor reserves (also its onnxruntime threads)."),
     click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
                  help="Ray: GPUs each actor reserves; above 0 the actors run on CUDA."),
-    click.option("--resume", type=click.Path(dir_okay=False), metavar="FILE", callback=check_output_path,
+    click.option("--resume", type=click.Path(dir_okay=False), metavar="FILE", callback=check_output_file,
                  help="Skip the photos FILE (JSON lines of an earlier run) already holds and append the new "
-                      "results to it."),
+                      "results to it (a missing FILE is created, and its missing folders)."),
 ])
 
 
@@ -92,14 +92,17 @@ def check_bulk_options(
     return output_format, output
 
 
-def skip_done(photos: list[Path], resume: str | None) -> list[Path]:
-    """The photos still to do: all of them, or those a resumed run's file does not hold yet (noted on stderr)."""
+def skip_done(photos: list[Path], resume: str | None, *, quiet: bool = False) -> list[Path]:
+    """The photos still to do: all of them, or those a resumed run's file does not hold yet (noted on stderr
+    unless `quiet`)."""
     if resume is None or not Path(resume).exists():
         return photos
     if Path("-") in photos:
         raise UsageFailure("--resume cannot be used with - (standard input has no name to remember)")
     todo = not_done(photos, resume_from(resume))
-    click.echo(f"resuming {resume}: {len(photos) - len(todo)} of {len(photos)} photos already done", err=True)
+    if not quiet:
+        click.echo(f"resuming {resume}: {len(photos) - len(todo)} of {len(photos)} photos already done",
+                   err=True)
     return todo
 
 

@@ -1,13 +1,15 @@
 """What the commands share: the options that build a Classifier, the usage-error exception, output-path checks.
 
 A new command gets the same --model/--provider/... flags as the others by adding `@classifier_options`, and an
-output option is checked before anything runs with `callback=check_output_path`.
+output option is checked before anything runs with `callback=check_output_path` (or `check_output_file` where
+the command creates the file's missing folders).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -103,22 +105,58 @@ def build_classifier(options: ClassifierOptions) -> Classifier:
 
 def check_output_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """click callback for an output file option: refuse, before any model loads, a path that cannot be written
-    (its folder missing, a folder in its place, no permission), in one line naming the option and the path."""
+    (its folder missing, a folder in its place, no permission, a place that takes no files such as /proc), in one
+    line naming the option and the path."""
+    return _checked_output(param, value, creates_folders=False)
+
+
+def check_output_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """As check_output_path, for an output whose missing folders the command creates (see `make_folders`):
+    a missing folder is fine where it could be created."""
+    return _checked_output(param, value, creates_folders=True)
+
+
+def _checked_output(param: click.Parameter, value: str | None, *, creates_folders: bool) -> str | None:
     if value is None:
         return None
-    path = Path(value)
-    folder = path.parent
-    problem = None
-    if path.is_dir():
-        problem = "it is a folder"
-    elif not folder.is_dir():
-        problem = f"folder {folder} does not exist" if not folder.exists() else f"{folder} is not a folder"
-    elif not os.access(path if path.exists() else folder, os.W_OK):
-        problem = "permission denied"
+    problem = _output_problem(Path(value), creates_folders)
     if problem:
-        name = max(param.opts, key=len) if param.opts else param.name
-        raise UsageFailure(f"{name} {value}: cannot write there: {problem}")
+        raise UsageFailure(f"{option_name(param)} {value}: cannot write there: {problem}")
     return value
+
+
+def _output_problem(path: Path, creates_folders: bool) -> str | None:
+    """Why `path` cannot be written, or None. For a new file permission bits say nothing to root or in /proc, so
+    the check makes an anonymous temporary file in the folder that would hold it (gone when closed)."""
+    if path.is_dir():
+        return "it is a folder"
+    folder = path.parent
+    if not folder.exists() and creates_folders:
+        while not folder.exists():  # the folder the missing ones would be created in
+            folder = folder.parent
+    if not folder.is_dir():
+        return f"folder {folder} does not exist" if not folder.exists() else f"{folder} is not a folder"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "permission denied"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return "permission denied" if isinstance(exc, PermissionError) else f"{folder} takes no new files"
+    return None
+
+
+def make_folders(path: str, option: str) -> None:
+    """Create the missing folders of an output file checked by check_output_file; a failure is its one line."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageFailure(f"{option} {path}: cannot write there: {exc.strerror or exc}") from None
+
+
+def option_name(param: click.Parameter) -> str:
+    """The long spelling of an option (--output, not -o), as errors name it."""
+    return max(param.opts, key=len) if param.opts else str(param.name)
 
 
 def given_on_command_line(name: str) -> bool:

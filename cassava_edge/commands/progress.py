@@ -29,6 +29,7 @@ class Progress:
         stream: TextIO | None = None,
         results: TextIO | None = None,
         interval: float = 30.0,
+        quiet: bool = False,
     ) -> None:
         self.total = total
         self.label = label
@@ -36,7 +37,7 @@ class Progress:
         self.interval = interval
         self.done = 0
         self.started = self.last_line = time.perf_counter()
-        self.enabled = total > 1  # one photo needs no progress
+        self.enabled = total > 1 and not quiet  # one photo needs no progress; `quiet` shows only echo()'s lines
         self.live = self.enabled and _is_terminal(self.stream)
         # Results written to the same terminal would land on the bar's line: erase it before each one.
         self.shared = self.live and results is not None and _is_terminal(results)
