@@ -25,6 +25,8 @@ from cassava_edge.imaging import DEFAULT_MAX_MEGAPIXELS, ImageSource, check_colo
 from cassava_edge.models import resolve_model
 from cassava_edge.pipeline import batched, check_workers, ordered_map
 from cassava_edge.calibration import sigmoid
+from cassava_edge.colour import DEFAULT_CHECK, colour_problem
+from cassava_edge.metadata import ColourCheck
 from cassava_edge.results import NOT_CASSAVA, OK, SPEED_STAGES, UNCERTAIN, Classification, PreparedImage
 from cassava_edge.scan import check_plan, make_crops
 from cassava_edge.session import CUDA, PROVIDERS, OnnxSession
@@ -45,6 +47,10 @@ class Classifier:
 
     `top_k` and `min_confidence` are the defaults of every call, which may override them. MediaPipe's spellings,
     `max_results` and `score_threshold`, mean the same two things, here and per call.
+
+    `colour_check` overrides the model's colour check (metadata ``trust.colour``: photos without usable colour fail
+    with the reason): None keeps the model's, False turns it off, True turns it on with `cassava_edge.colour`'s
+    default thresholds (for a model exported without them), a `ColourCheck` uses its own thresholds.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class Classifier:
         top_k: int | None = None,
         max_results: int | None = None,
         score_threshold: float | None = None,
+        colour_check: bool | ColourCheck | None = None,
     ) -> None:
         top_k, min_confidence = _call_options(top_k, max_results, min_confidence, score_threshold)
         self.top_k = DEFAULT_TOP_K if top_k is None else top_k
@@ -84,6 +91,7 @@ class Classifier:
         self.min_confidence: float | None = (
             min_confidence if min_confidence is not None else trust.min_confidence if trust else None
         )
+        self.colour_check = _colour_check(colour_check, trust.colour if trust else None)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -101,7 +109,10 @@ class Classifier:
         return load_image(image, color=color, max_megapixels=self.max_megapixels)
 
     def prepare(self, rgb: np.ndarray, *, name: str = "<array>") -> PreparedImage:
-        """Scale the photo to training scale, cut the scan plan's crops and make the TTA views (float32)."""
+        """Scale the photo to training scale, cut the scan plan's crops and make the TTA views (float32).
+
+        ImageError for a photo the model cannot judge: too small, too elongated, or (under a colour check, see
+        `colour_check`) without usable colour."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
             raise ImageError(name, f"prepare needs an HxWx3 uint8 RGB array (use load), got {rgb.shape} {rgb.dtype}")
         height, width = rgb.shape[:2]
@@ -111,6 +122,9 @@ class Classifier:
             )
         if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
             raise ImageError(name, f"{width}x{height} is too elongated to classify (over {MAX_ASPECT_RATIO:g}:1)")
+        problem = None if self.colour_check is None else colour_problem(rgb, self.colour_check)
+        if problem is not None:  # a failure, not "uncertain": no inference, and the reason tells what to retake
+            raise ImageError(name, problem)
         crops = make_crops(rgb, self.scan, self.metadata.photo.short_side, self.metadata.crop_size)
         views = self.tta.apply(crops.images).astype(np.float32, copy=False)
         return PreparedImage(
@@ -311,6 +325,7 @@ class Classifier:
             "top_k": self.top_k,
             "min_confidence": self.min_confidence,
             "min_short_side": self.min_short_side,
+            "colour_check": None if self.colour_check is None else dataclasses.asdict(self.colour_check),
             "not_cassava_output": self.session.not_cassava_name,
             "versions": {
                 "cassava_edge": cassava_edge.__version__,
@@ -340,6 +355,20 @@ def _call_options(
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise OptionError(f"min_confidence must be within 0..1, got {min_confidence!r}")
     return top_k, min_confidence
+
+
+def _colour_check(option: bool | ColourCheck | None, model: ColourCheck | None) -> ColourCheck | None:
+    """The colour thresholds in force: the model's unless the option says otherwise (see Classifier)."""
+    if option is None:
+        return model
+    if isinstance(option, ColourCheck):
+        problems = option.problems()
+        if problems:
+            raise OptionError(problems[0])
+        return option
+    if isinstance(option, bool):
+        return (model or DEFAULT_CHECK) if option else None
+    raise OptionError(f"colour_check must be None, True, False or a ColourCheck, got {option!r}")
 
 
 def _either(name: str, value: Any, alias: str, alias_value: Any) -> Any:

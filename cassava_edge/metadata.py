@@ -85,18 +85,41 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class ColourCheck:
+    """When a photo has no usable colour (see `cassava_edge.colour`, which measures it on a 128 px copy): its luma
+    standard deviation is under `min_luma_std` (nearly uniform), 90% of its pixels have a colour spread (max - min
+    of R, G, B) under `min_colour_spread` (grayscale), or its darkest 1% is brighter than `max_darkest_luma`
+    (washed out). All three are on the 0..255 scale."""
+
+    min_luma_std: float
+    min_colour_spread: float
+    max_darkest_luma: float
+
+    def problems(self) -> list[str]:
+        values = (self.min_luma_std, self.min_colour_spread, self.max_darkest_luma)
+        if not all(_is_number(v) and 0.0 <= v <= 255.0 for v in values):
+            return [f"trust colour thresholds must be within 0..255, got {list(values)!r}"]
+        return []
+
+
+@dataclass(frozen=True)
 class Trust:
     """When the runtime withholds a diagnosis.
 
     `min_confidence` applies to the calibrated top-1 probability (below it: "uncertain"); photos whose shorter side
     is under `min_short_side` pixels fail; `not_cassava_output` names a graph output of shape (n, 1) holding a
     logit per view, and a photo is "not_cassava" when sigmoid(mean logit over its views) >= `not_cassava_threshold`.
+    With `colour` set, photos without usable colour (grayscale, nearly uniform, washed out) fail with the reason, as
+    photos too small do; None (the default, and every model exported before it existed): no colour check. It is
+    written only when set, so files without it read as before; a runtime older than it refuses a file with it as
+    malformed metadata naming `colour`, rather than skipping the check silently.
     """
 
     min_confidence: float = 0.0
     min_short_side: int = 1
     not_cassava_output: Optional[str] = None
     not_cassava_threshold: Optional[float] = None
+    colour: Optional[ColourCheck] = None
 
     def problems(self) -> list[str]:
         found = []
@@ -112,6 +135,10 @@ class Trust:
             _is_number(self.not_cassava_threshold) and 0.0 <= self.not_cassava_threshold <= 1.0
         ):
             found.append(f"trust not_cassava_threshold must be within 0..1, got {self.not_cassava_threshold!r}")
+        if isinstance(self.colour, ColourCheck):
+            found.extend(self.colour.problems())
+        elif self.colour is not None:
+            found.append(f"trust colour must hold the three colour thresholds, got {self.colour!r}")
         return found
 
 
@@ -143,6 +170,8 @@ class ModelMetadata:
             for key in ("class_bias", "prior"):
                 if data["calibration"][key] is None:
                     del data["calibration"][key]
+        if data["trust"] is not None and data["trust"]["colour"] is None:
+            del data["trust"]["colour"]  # likewise: a model without the colour check reads as it did before it
         return {KEY_PREFIX + key: json.dumps(value, sort_keys=True) for key, value in data.items()}
 
     @classmethod
@@ -180,7 +209,7 @@ class ModelMetadata:
                 input=InputContract(**inp),
                 photo=PhotoScale(**data.pop("photo")),
                 calibration=None if calibration is None else _calibration(calibration),
-                trust=None if trust is None else Trust(**trust),
+                trust=None if trust is None else _trust(trust),
                 **data,
             )
         except (TypeError, ValueError) as exc:
@@ -220,6 +249,13 @@ def _calibration(data: Mapping[str, Any]) -> Calibration:
     if isinstance(data.get("class_bias"), list):
         data["class_bias"] = tuple(data["class_bias"])
     return Calibration(**data)
+
+
+def _trust(data: Mapping[str, Any]) -> Trust:
+    data = dict(data)
+    if isinstance(data.get("colour"), dict):
+        data["colour"] = ColourCheck(**data["colour"])
+    return Trust(**data)
 
 
 def cassava_metadata(

@@ -14,6 +14,9 @@ Runs after `python -m export`, on the files it wrote (every variant of one model
    as the runtime scores them (default plan and TTA), and never under 0.5.
 3. Calibration, per variant: temperature scaling fitted on the validation photos' probabilities after TTA
    averaging (default plan), then the minimum confidence picked from the risk-coverage curve.
+4. The colour check (`cassava_edge.colour.DEFAULT_CHECK`, thresholds measured on the shared photos): photos
+   without usable colour fail with the reason. Written into the final metadata only, so the validation photos
+   are scored as they are.
 Each figure is written into the file's provenance and into NAME.trust.json.
 """
 
@@ -31,6 +34,7 @@ import onnx
 
 from cassava_edge import calibration as cal
 from cassava_edge.classifier import Classifier
+from cassava_edge.colour import DEFAULT_CHECK
 from cassava_edge.contract import NOT_CASSAVA_NAME
 from cassava_edge.labelled import LabelledPhoto
 from cassava_edge.metrics import classification_report, mean_per_photo
@@ -206,7 +210,8 @@ def calibrate(folder: Path, name: str, validation: list[LabelledPhoto], cassava_
         }
         report["variants"][precision] = figures
         final = replace(staged, calibration=Calibration(method="temperature", temperature=temperature),
-                        trust=replace(trust, min_confidence=min_confidence, not_cassava_threshold=threshold),
+                        trust=replace(trust, min_confidence=min_confidence, not_cassava_threshold=threshold,
+                                      colour=DEFAULT_CHECK),
                         provenance=portable_values(jsonable({**meta.provenance,
                                                              "trust": {**figures, **_summary(report)}})))
         save_with_metadata(with_head, path, final)

@@ -285,7 +285,10 @@ def test_uploads_over_the_limit_are_413(classifier: Classifier, noise_jpeg: byte
         streamed = small.post("/v1/classify", content=chunks(), headers={"content-type": "image/jpeg"})
         assert streamed.status_code == 413
         # A photo over the limit inside a batch is its own failed row; the others are answered.
-        ok_size = cv2.imencode(".jpg", np.full((300, 400, 3), 90, np.uint8))[1].tobytes()
+        # A colour ramp: small as a JPEG, with colour to judge (a uniform grey frame now fails the colour check).
+        y, x = np.mgrid[0:300, 0:400]
+        ramp = np.dstack([x * 255 // 399, y * 255 // 299, np.full_like(x, 90)]).astype(np.uint8)
+        ok_size = cv2.imencode(".jpg", ramp)[1].tobytes()
         files = [("image", ("big.jpg", noise_jpeg, "image/jpeg")), ("image", ("small.jpg", ok_size, "image/jpeg"))]
         rows = small.post("/v1/classify/batch", files=files).json()["results"]
         assert rows[0]["status"] == "failed" and "upload limit" in rows[0]["error"]
