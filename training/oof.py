@@ -232,9 +232,11 @@ def evaluate_runs(runs: list[Path], holdout_fold: int | None, student: Path | No
         raise ValueError("two runs validated on the same photo: give each fold once")
     before = Scored(oof.keys, oof.labels, np.concatenate([p.probs for p in flips_before]))
     after = Scored(oof.keys, oof.labels, np.concatenate([p.probs for p in flips_after]))
-    report["oof"] = {**figures(oof), "flip_test": flip_share(before, after),
-                     "with_prior": figures(cross_fitted_prior(oof, fold_of, KAGGLE_COUNTS))}
-    if holdout_fold is not None and holdout_members:
+    report["oof"] = {**figures(oof), "flip_test": flip_share(before, after)}
+    folds_seen = {fold_of[key] for key in oof.keys}
+    if len(folds_seen) > 1:  # the prior of each fold is fitted on the others
+        report["oof"]["with_prior"] = figures(cross_fitted_prior(oof, fold_of, KAGGLE_COUNTS))
+    if holdout_fold is not None and holdout_members and folds_seen - {holdout_fold}:
         # The prior is fitted on the OOF photos outside the held-out fold, never on the photos it is scored on.
         outside = oof.subset([k for k in oof.keys if fold_of[k] != holdout_fold])
         temperature, bias = fit_prior(outside, KAGGLE_COUNTS)
@@ -277,8 +279,10 @@ def main() -> None:
     oof = report["oof"]
     print(f"OOF over {oof['photos']} photos: top-1 {oof['top1']:.1%} "
           f"[{oof['top1_ci95'][0]:.1%}, {oof['top1_ci95'][1]:.1%}], macro recall {oof['macro_recall']:.1%}, "
-          f"flip {oof['flip_test']['share']:.1%}; with the prior: top-1 {oof['with_prior']['top1']:.1%}, "
-          f"macro recall {oof['with_prior']['macro_recall']:.1%}")
+          f"flip {oof['flip_test']['share']:.1%}")
+    if "with_prior" in oof:
+        print(f"with the prior: top-1 {oof['with_prior']['top1']:.1%}, "
+              f"macro recall {oof['with_prior']['macro_recall']:.1%}")
     if "holdout" in report:
         print(json.dumps(report["holdout"], indent=2))
 
