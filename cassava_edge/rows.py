@@ -112,8 +112,9 @@ class ParquetWriter(ResultWriter):
 
 
 def done_sources(path: str | Path) -> set[str]:
-    """The photos an earlier run's JSON-lines results already hold (any status, failed included), by source as
-    written and as an absolute path. A last line cut off by an interrupted run is ignored: that photo runs again."""
+    """The photos an earlier run's JSON-lines results already hold (any status, failed included), as resolved real
+    paths: a line's `real_path` (written by `classify --format jsonl`), else its source as written and resolved
+    against the current folder. A last line cut off by an interrupted run is ignored: that photo runs again."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"cannot resume from {path}: no such file")
@@ -124,13 +125,21 @@ def done_sources(path: str | Path) -> set[str]:
         if not line.strip():
             continue
         try:
-            source = json.loads(line)["source"]
+            row = json.loads(line)
+            source = row["source"]
         except (ValueError, KeyError, TypeError):
             if number == len(lines):
                 break  # the line being written when the run stopped
             raise SourceError(f"cannot resume from {path}: line {number} is not a JSON result with a source") from None
+        real_path = row.get("real_path")
+        if isinstance(real_path, str):
+            # Resolved by the run that wrote it, so it holds from any folder; the relative source as written is
+            # left out, as it may name another photo in the folder we resume from.
+            done.add(real_path)
+            continue
+        # A line without it (older runs, other tools): the source as written and resolved here, so `data/x.jpg`,
+        # `/abs/data/x.jpg` and a symlinked spelling all match when resumed from the same folder.
         done.add(source)
-        # The resolved real path too, so `data/x.jpg`, `/abs/data/x.jpg` and a symlinked spelling all match.
         done.add(os.path.realpath(source))
     return done
 

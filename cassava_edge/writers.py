@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from collections import Counter
 from typing import Iterable, TextIO
@@ -86,10 +87,16 @@ class TableWriter(ResultWriter):
 
 
 class JsonlWriter(ResultWriter):
-    """One JSON object per line, failed files included with ok false and their error."""
+    """One JSON object per line, failed files included with ok false and their error. A photo read from a file
+    also has `real_path`, its resolved real path when the line was written."""
 
     def _write(self, result: Classification) -> None:
-        self.stream.write(json.dumps(result.to_dict()) + "\n")
+        data = result.to_dict()
+        # Resolved now, in the folder the run is in: a relative source alone cannot be matched by a --resume run
+        # started from another folder. "-" (standard input) and "<array>"-style names are no files.
+        if result.source != "-" and not result.source.startswith("<"):
+            data["real_path"] = os.path.realpath(result.source)
+        self.stream.write(json.dumps(data) + "\n")
 
 
 class JsonWriter(ResultWriter):
