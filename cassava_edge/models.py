@@ -11,6 +11,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from cassava_edge.errors import CassavaEdgeError, ModelError, OptionError
 from cassava_edge.metadata import ModelMetadata
@@ -112,6 +113,27 @@ def export_validation(metadata: ModelMetadata) -> tuple[float, str] | None:
         if key in plan
     )
     return float(measured["accuracy"]), how
+
+
+def plan_validation(provenance: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The validation figures of this very file with the plan it was measured on (scan, tta, photos, accuracy,
+    macro_recall, macro_f1), as `python -m export.calibrate` wrote them: it measures each file with its own default
+    scan and TTA, the figures a user gets. None when the metadata holds no such figure (an uncalibrated export)."""
+    trust = provenance.get("trust")
+    figures = trust.get("validation") if isinstance(trust, Mapping) else None
+    if not isinstance(figures, Mapping) or not _is_number(figures.get("accuracy")):
+        return None
+    return dict(figures)
+
+
+def describe_plan(scan: Any, tta: Any, default_scan: str, default_tta: str) -> str:
+    """"the default plan (scan full, tta seed)" or "scan grid, tta none": a figure always says what it measured."""
+    plan = f"scan {scan}, tta {tta}"
+    return f"the default plan ({plan})" if (scan, tta) == (default_scan, default_tta) else plan
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_model_metadata(path: Path) -> ModelMetadata:

@@ -475,10 +475,10 @@ def test_info_shows_validation_figures_and_trust_settings(tmp_path: Path) -> Non
         trust=Trust(min_confidence=0.6, min_short_side=64),
     )
     model = tinymodel.write_model(tmp_path / "m.int8.onnx", metadata=metadata)
-    lines = dict(line.split(None, 1) if not line.startswith("this file") else ("this file", line[13:])
-                 for line in _run("info", "--model", model, "--provider", "cpu").stdout.splitlines())
-    assert lines["validation"] == "accuracy 0.7474, macro-F1 0.5617 on 190 photos, as measured in training"
-    assert lines["this file"] == ("accuracy 0.7842 (int8), fp32 0.7737 on 190 validation photos (scan full, tta none), "
+    lines = _info_lines(model)
+    assert lines["in training"] == ("accuracy 0.7474, macro-F1 0.5617 (the checkpoint) on 190 photos, "
+                                    "as measured in training")
+    assert lines["this file"] == ("accuracy 0.7842 (int8), fp32 0.7737 on 190 validation photos, scan full, tta none, "
                                   "as measured at export")
     assert lines["calibration"] == "temperature scaling, temperature 1.5"
     assert lines["trust"] == "uncertain below confidence 0.6; photos under 64 px fail"
@@ -486,6 +486,45 @@ def test_info_shows_validation_figures_and_trust_settings(tmp_path: Path) -> Non
     assert "trust        uncertain below confidence 0.8 (--min-confidence; the model says 0.6); photos under" in (
         overridden
     )
+
+
+def _info_lines(model: Path) -> dict[str, str]:
+    """`info`'s text lines by heading (headings are padded to 13 characters and may hold a space)."""
+    output = _run("info", "--model", model, "--provider", "cpu").stdout
+    return {line[:13].strip(): line[13:] for line in output.splitlines()}
+
+
+def test_info_shows_the_default_plans_figures_first_and_names_every_plan(tmp_path: Path) -> None:
+    """Issue 19, item 5: the figures the model card states (the default plan's) come first, and no figure is shown
+    without the plan it was measured with."""
+    provenance = {
+        "validation_metrics": {"accuracy": 0.7789, "macro_recall": 0.5965, "count": 190, "plan": "grid",
+                               "tta": "none", "plans": {"grid": {"accuracy": 0.7789}, "full": {"accuracy": 0.7579}}},
+        "export_validation": {"photos": 190, "scan": "full", "tta": "none", "fp32_accuracy": 0.7579},
+        "measured": {"accuracy": 0.7684, "precision": "int8"},
+        "trust": {"validation": {"photos": 190, "scan": "full", "tta": "seed", "accuracy": 0.8,
+                                 "macro_recall": 0.6859, "macro_f1": 0.6335}},
+    }
+    metadata = tinymodel.metadata_for(32, precision="int8", provenance=provenance, default_scan="full",
+                                      default_tta="seed")
+    model = tinymodel.write_model(tmp_path / "m.int8.onnx", metadata=metadata)
+    output = _run("info", "--model", model, "--provider", "cpu").stdout
+    figures = [line for line in output.splitlines() if "accuracy" in line]
+    assert figures[0] == ("validation   accuracy 0.8000, macro recall 0.6859, macro-F1 0.6335 (int8) on 190 photos, "
+                          "the default plan (scan full, tta seed), as measured at export")
+    assert "scan grid, tta none (scan full 0.7579), as measured in training" in figures[1]
+    assert "scan full, tta none, as measured at export" in figures[2]
+    assert len(figures) == 3
+
+
+def test_the_bundled_models_first_figure_is_the_model_cards() -> None:
+    """The default model's first validation line is its default plan's 80.0% / 68.6% (models/README.md)."""
+    lines = _info_lines(REPO_ROOT / "models" / "cassava-lite0.int8.onnx")
+    assert lines["validation"].startswith("accuracy 0.8000, macro recall 0.6859, ")
+    assert "the default plan (scan full, tta seed)" in lines["validation"]
+    listed = _run("models").stdout.splitlines()
+    int8 = next(line for line in listed if "cassava-lite0.int8.onnx" in line)
+    assert "accuracy 0.8000, macro recall 0.6859 on 190 photos, the default plan (scan full, tta seed); " in int8
 
 
 def test_version() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from cassava_edge.commands.common import ClassifierOptions, build_classifier, classifier_options
+from cassava_edge.models import describe_plan, plan_validation
 
 
 @click.command()
@@ -43,7 +44,7 @@ def describe(details: dict[str, Any]) -> list[tuple[str, str]]:
         ("defaults", f"scan {meta['default_scan']}, tta {meta['default_tta']}"),
         ("in use", f"scan {details['scan']}, tta {details['tta']} ({details['views_per_crop']} views per crop), "
                    f"seed {details['seed']}"),
-        *validation_lines(meta["provenance"], meta["precision"]),
+        *validation_lines(meta),
         ("calibration", describe_calibration(meta.get("calibration"))),
         ("trust", describe_trust(meta.get("trust"), details.get("min_confidence"))),
         ("provenance", provenance or "-"),
@@ -55,16 +56,32 @@ def describe(details: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def validation_lines(provenance: dict[str, Any], precision: str) -> list[tuple[str, str]]:
-    """The validation figures the export wrote into the metadata: training's own, then this file's."""
+def validation_lines(meta: dict[str, Any]) -> list[tuple[str, str]]:
+    """The validation figures the export wrote into the metadata, each naming the plan it was measured with: first
+    this file's with its default plan (what users get, and what the model card states), then training's own (the
+    checkpoint's, fp32, on the plans training ran), then this file's without TTA as the export checked it."""
+    provenance, precision = meta["provenance"], meta["precision"]
+    defaults = (meta["default_scan"], meta["default_tta"])
     lines = []
+    figures = plan_validation(provenance)
+    if figures is not None:
+        text = f"accuracy {figures['accuracy']:.4f}" + _other_figures(figures)
+        on = f" on {figures['photos']} photos" if _number(figures.get("photos")) else ""
+        plan = describe_plan(figures.get("scan"), figures.get("tta"), *defaults)
+        lines.append(("validation", f"{text} ({precision}){on}, {plan}, as measured at export"))
     training = provenance.get("validation_metrics")
     if isinstance(training, dict) and _number(training.get("accuracy")):
-        figures = [f"accuracy {training['accuracy']:.4f}"]
-        if _number(training.get("macro_f1")):
-            figures.append(f"macro-F1 {training['macro_f1']:.4f}")
+        text = f"accuracy {training['accuracy']:.4f}" + _other_figures(training) + " (the checkpoint)"
         on = f" on {training['count']} photos" if _number(training.get("count")) else ""
-        lines.append(("validation", f"{', '.join(figures)}{on}, as measured in training"))
+        if "plan" in training:
+            # Training's plans are scans; it runs them without TTA unless it says otherwise.
+            on += f", {describe_plan(training['plan'], training.get('tta', 'none'), *defaults)}"
+        plans = training.get("plans")
+        others = [f"scan {name} {values['accuracy']:.4f}" for name, values in sorted((plans or {}).items())
+                  if name != training.get("plan") and isinstance(values, dict) and _number(values.get("accuracy"))]
+        if others:
+            on += f" ({'; '.join(others)})"
+        lines.append(("in training", f"{text}{on}, as measured in training"))
     export = provenance.get("export_validation")
     measured = provenance.get("measured")
     export = export if isinstance(export, dict) else {}
@@ -75,9 +92,15 @@ def validation_lines(provenance: dict[str, Any], precision: str) -> list[tuple[s
         if _number(export.get("photos")):
             text += f" on {export['photos']} validation photos"
         if "scan" in export and "tta" in export:
-            text += f" (scan {export['scan']}, tta {export['tta']})"
+            text += f", {describe_plan(export['scan'], export['tta'], *defaults)}"
         lines.append(("this file", text + ", as measured at export"))
     return lines
+
+
+def _other_figures(figures: dict[str, Any]) -> str:
+    """", macro recall R, macro-F1 F" for those of the two that `figures` holds."""
+    names = (("macro_recall", "macro recall"), ("macro_f1", "macro-F1"))
+    return "".join(f", {name} {figures[key]:.4f}" for key, name in names if _number(figures.get(key)))
 
 
 def describe_calibration(calibration: dict[str, Any] | None) -> str:
