@@ -2,7 +2,8 @@
 
 Each server is the real command (uvicorn on 127.0.0.1, its own process, so its RSS is its own) fed real photos
 over HTTP by an asyncio client holding `concurrency` requests in flight. Bounded: a fixed number of requests per
-run and a time limit on each. Reported per run: p50/p90/p99 latency, photos/s, HTTP statuses, answers that differ
+run and a time limit on each request (REQUEST_TIMEOUT_S); a whole run has no limit of its own, so its length
+follows from the counts. Reported per run: p50/p90/p99 latency, photos/s, HTTP statuses, answers that differ
 from the Python API (must be none) and the server's RSS before and after.
 
 Modes: batching on, batching off, and on with --chunk-size 32 (a step of up to 32 views is one onnxruntime run;
