@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,28 @@ def test_the_cross_fitted_prior_never_fits_a_fold_on_itself() -> None:
     # Fold 0 is corrected by a fit on fold 1's all-Healthy answers, so it loses accuracy; fold 1 keeps answering
     # Healthy because fold 0 (unskewed) taught no correction against it. A fit on each fold itself would fix both.
     assert np.mean(corrected.probs[odd].argmax(1) == 4) > 0.9
+
+
+EXPERIMENT = Path(__file__).resolve().parents[1] / "training" / "experiments" / "v3-onelook-320"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (DATA / "cassava").is_dir(), reason="needs ../shared/data/cassava (the photos' labels)")
+@pytest.mark.skipif(not (EXPERIMENT / "oof.json").is_file(), reason="no committed v3 experiment")
+def test_the_committed_experiment_report_follows_from_its_probabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model card's out-of-fold figures come from the committed per-fold probabilities: recomputed here from
+    them (no model, no training), they must match the committed report."""
+    import json
+
+    from cassava_edge_training.oof import evaluate_runs
+
+    monkeypatch.chdir(EXPERIMENT.parents[2])  # the runs name their data folders relative to the project root
+    report = json.loads((EXPERIMENT / "oof.json").read_text())
+    runs = [Path(run) for run in report["runs"]]  # relative to the project root, as the report was written
+    student = Path(report["holdout"]["student"]["run"]) if "student" in report["holdout"] else None
+    again = evaluate_runs(runs, report["holdout"]["fold"], student)
+    assert again["oof"]["photos"] == report["oof"]["photos"]
+    assert again["oof"]["top1"] == pytest.approx(report["oof"]["top1"])
+    assert again["oof"]["macro_recall"] == pytest.approx(report["oof"]["macro_recall"])
+    assert again["oof"]["flip_test"]["flipped"] == report["oof"]["flip_test"]["flipped"]
+    assert again["holdout"]["ensemble"]["top1"] == pytest.approx(report["holdout"]["ensemble"]["top1"])

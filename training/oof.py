@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,7 +200,9 @@ def evaluate_runs(runs: list[Path], holdout_fold: int | None, student: Path | No
     originals = sorted({folder for c in configs.values() for folder in c["data"]
                         if Path(folder).name in {key[0] for key in fold_of}})
     samples = _samples_by_key(originals)
-    report: dict = {"fold_file": str(fold_file), "runs": {}, "kaggle_prior": KAGGLE_COUNTS}
+    # The report names files relative to where it runs (the project root), never by this machine's absolute paths.
+    fold_name = os.path.relpath(fold_file) if Path(fold_file).is_absolute() else str(fold_file)
+    report: dict = {"fold_file": fold_name, "runs": {}, "kaggle_prior": KAGGLE_COUNTS}
     oof_parts, flips_before, flips_after = [], [], []
     holdout_members = []
     holdout_keys = sorted(k for k, f in fold_of.items() if f == holdout_fold and k in samples)
