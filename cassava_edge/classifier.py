@@ -207,15 +207,20 @@ class Classifier:
         """Classify one photo; raises ImageError if it cannot be read."""
         top_k, min_confidence = _call_options(top_k, max_results, min_confidence, score_threshold)
         name = source_name(image)
+        prepared, decode, preprocess = self._load_and_prepare(image, name, color)
+        started = time.perf_counter()
+        probs = self.infer(prepared.views)
+        inferred = time.perf_counter()
+        result = self.postprocess(name, probs, prepared, top_k, return_views, min_confidence)
+        return _with_speed(result, decode, preprocess, inferred - started, time.perf_counter() - inferred)
+
+    def _load_and_prepare(self, image: ImageSource, name: str, color: str) -> tuple[PreparedImage, float, float]:
+        """`prepare(load(image))` with the seconds each took (decode, preprocess), for Classification.speed."""
         started = time.perf_counter()
         rgb = self.load(image, color=color)
         decoded = time.perf_counter()
         prepared = self.prepare(rgb, name=name)
-        ready = time.perf_counter()
-        probs = self.infer(prepared.views)
-        inferred = time.perf_counter()
-        result = self.postprocess(name, probs, prepared, top_k, return_views, min_confidence)
-        return _with_speed(result, decoded - started, ready - decoded, inferred - ready, time.perf_counter() - inferred)
+        return prepared, decoded - started, time.perf_counter() - decoded
 
     def classify_many(
         self,
@@ -271,11 +276,9 @@ class Classifier:
         seconds: list[tuple[float, float]] = []  # (decode, preprocess) per photo, for Classification.speed
         for image, name in zip(images, names):
             try:
-                started = time.perf_counter()
-                rgb = self.load(image, color=color)
-                decoded = time.perf_counter()
-                prepared.append(self.prepare(rgb, name=name))
-                seconds.append((decoded - started, time.perf_counter() - decoded))
+                item, decode, preprocess = self._load_and_prepare(image, name, color)
+                prepared.append(item)
+                seconds.append((decode, preprocess))
                 errors.append(None)
             except CassavaEdgeError as exc:
                 prepared.append(None)

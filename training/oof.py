@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from cassava_edge.calibration import apply_temperature
-from cassava_edge.imaging import load_image
 from cassava_edge.metadata import CASSAVA_LABELS
 from cassava_edge.metrics import classification_report
-from cassava_edge.scan import make_crops
 
 from .data import Sample, read_kaggle_folder
 from .looks import roboflow_chain
+from .validation import photo_probabilities, plan_views, write_probabilities
 
 # Kaggle 2020's full label counts (21,397 photos, ../shared/data/kaggle2020-all-labels.csv): the class mix of field
 # photos of this kind, which the bundled model should answer for.
@@ -61,28 +60,19 @@ def read_probabilities(path: str | Path) -> Scored:
     return Scored(keys, np.asarray(labels), np.asarray(probs))
 
 
-def write_probabilities(path: str | Path, scored: Scored) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["folder", "image_id", "label", *CASSAVA_LABELS])
-        for (folder, image_id), label, row in zip(scored.keys, scored.labels, scored.probs):
-            writer.writerow([folder, image_id, CASSAVA_LABELS[label], *(f"{p:.6f}" for p in row)])
+def write_scored(path: str | Path, scored: Scored) -> None:
+    write_probabilities(path, scored.keys, scored.labels, scored.probs)
 
 
-def score_checkpoint(checkpoint: str | Path, samples: list[Sample], short_side: int, look=None,
-                     batch_size: int = 16) -> Scored:
-    """A Keras checkpoint's probabilities on each photo's `full` view, optionally after `look` (rgb -> rgb)."""
+def score_checkpoint(checkpoint: str | Path, samples: list[Sample], short_side: int, look=None) -> Scored:
+    """A Keras checkpoint's probabilities on each photo's `full` view (as training validates), optionally after
+    `look` (rgb -> rgb)."""
     import keras
 
     model = keras.saving.load_model(checkpoint, compile=False)
     crop = int(model.input_shape[1])
-    views = []
-    for sample in samples:
-        rgb = load_image(sample.path)
-        views.append(make_crops(look(rgb) if look else rgb, PLAN, short_side, (crop, crop)).images[0])
-    stacked = np.stack(views).astype(np.float32)
-    probs = np.concatenate([np.asarray(model.predict_on_batch(stacked[i:i + batch_size]))
-                            for i in range(0, len(stacked), batch_size)])
+    views = plan_views(samples, PLAN, short_side, crop, look=look)
+    probs = photo_probabilities(model, views, len(samples))
     return Scored([(s.folder, s.image_id) for s in samples], np.asarray([s.label for s in samples]), probs)
 
 
@@ -186,7 +176,7 @@ def _cached(path: Path, make) -> Scored:
     if path.is_file():
         return read_probabilities(path)
     scored = make()
-    write_probabilities(path, scored)
+    write_scored(path, scored)
     return scored
 
 
@@ -203,7 +193,7 @@ def evaluate_runs(runs: list[Path], holdout_fold: int | None, student: Path | No
     # The report names files relative to where it runs (the project root), never by this machine's absolute paths.
     fold_name = os.path.relpath(fold_file) if Path(fold_file).is_absolute() else str(fold_file)
     report: dict = {"fold_file": fold_name, "runs": {}, "kaggle_prior": KAGGLE_COUNTS}
-    oof_parts, flips_before, flips_after = [], [], []
+    oof_parts, flips_after = [], []
     holdout_members = []
     holdout_keys = sorted(k for k, f in fold_of.items() if f == holdout_fold and k in samples)
     for run in runs:
@@ -216,7 +206,6 @@ def evaluate_runs(runs: list[Path], holdout_fold: int | None, student: Path | No
         entry = {"fold": config["fold"], "excluded": config.get("exclude_folds", []),
                  "figures": figures(own), "flip_test": flip_share(own, chained)}
         oof_parts.append(own)
-        flips_before.append(own)
         flips_after.append(chained)
         if holdout_fold is not None:
             if config["fold"] == holdout_fold:
@@ -233,9 +222,8 @@ def evaluate_runs(runs: list[Path], holdout_fold: int | None, student: Path | No
                  np.concatenate([p.probs for p in oof_parts]))
     if len(set(oof.keys)) != len(oof.keys):
         raise ValueError("two runs validated on the same photo: give each fold once")
-    before = Scored(oof.keys, oof.labels, np.concatenate([p.probs for p in flips_before]))
     after = Scored(oof.keys, oof.labels, np.concatenate([p.probs for p in flips_after]))
-    report["oof"] = {**figures(oof), "flip_test": flip_share(before, after)}
+    report["oof"] = {**figures(oof), "flip_test": flip_share(oof, after)}
     folds_seen = {fold_of[key] for key in oof.keys}
     if len(folds_seen) > 1:  # the prior of each fold is fitted on the others
         report["oof"]["with_prior"] = figures(cross_fitted_prior(oof, fold_of, KAGGLE_COUNTS))

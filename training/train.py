@@ -233,7 +233,8 @@ def train(config: TrainConfig) -> Path:
         probabilities = validation.probabilities()
         reports = validation.evaluate(probabilities)
         for plan, probs in probabilities.items():
-            write_probabilities(probabilities_path(out / name, plan), val_samples, probs)
+            write_probabilities(probabilities_path(out / name, plan), [(s.folder, s.image_id) for s in val_samples],
+                                [s.label for s in val_samples], probs)
         figures = {**reports[plans[0]], "plan": plans[0], "tta": "none", "checkpoint": name,
                    "plans": {plan: {k: r[k] for k in ("accuracy", "macro_recall", "macro_f1")}
                              for plan, r in reports.items()}, **timing}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -36,14 +37,16 @@ class PlanViews:
     photo_of_view: np.ndarray  # (views,) index of the photo each crop belongs to
 
 
-def plan_views(samples: list[Sample], plan: str, short_side: int, crop_size: int) -> PlanViews:
+def plan_views(samples: list[Sample], plan: str, short_side: int, crop_size: int,
+               look: Callable[[np.ndarray], np.ndarray] | None = None) -> PlanViews:
+    """The plan's crops of every photo, each photo first changed by `look` (rgb -> rgb) when given."""
     crops, owners = [], []
     for index, sample in enumerate(samples):
         try:
             rgb = load_image(sample.path)
         except CassavaEdgeError as exc:
             raise DataError(f"{sample.path}: cannot be decoded ({exc})") from None
-        made = make_crops(rgb, plan, short_side, (crop_size, crop_size))
+        made = make_crops(look(rgb) if look else rgb, plan, short_side, (crop_size, crop_size))
         crops.append(made.images)
         owners += [index] * len(made)
     return PlanViews(plan, np.concatenate(crops), np.asarray(owners))
@@ -97,14 +100,14 @@ def make_callback(samples: list[Sample], short_side: int, crop_size: int, plans:
     return RuntimeValidation()
 
 
-def write_probabilities(path: str | Path, samples: list[Sample], probs: np.ndarray) -> None:
-    """One row per validation photo (folder, image_id, label, one column per class): out-of-fold probabilities
-    that cross-validation figures, ensembles and the deployment prior are computed from (training/oof.py)."""
+def write_probabilities(path: str | Path, keys: Iterable[tuple[str, str]], labels: Iterable[int],
+                        probs: np.ndarray) -> None:
+    """One row per photo (folder, image_id, label, one column per class): the out-of-fold probabilities that
+    cross-validation figures, ensembles and the deployment prior are computed from (training/oof.py reads them)."""
     import csv
 
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["folder", "image_id", "label", *CASSAVA_LABELS])
-        for sample, row in zip(samples, probs):
-            writer.writerow([sample.folder, sample.image_id, CASSAVA_LABELS[sample.label],
-                             *(f"{p:.6f}" for p in row)])
+        for (folder, image_id), label, row in zip(keys, labels, probs):
+            writer.writerow([folder, image_id, CASSAVA_LABELS[label], *(f"{p:.6f}" for p in row)])
