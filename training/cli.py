@@ -43,7 +43,8 @@ TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
               help="Give every photo the same odds of each look (Roboflow chain, JPEG, resolution, blur, black "
                    "corners), so that the photo's source is no cue [default: off].")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Distil from this checkpoint (repeatable: the teachers' mean) [default: none].")
+              help="Distil from this checkpoint, or a CSV of recorded probabilities (python -m training.distill); "
+                   "repeatable: the teachers' mean [default: none].")
 @click.option("--distill-weight", type=float, help="Share of the teachers in the targets [default: 0.5].")
 @click.option("--checkpoint-plan", type=click.Choice(["corners", "grid", "center", "full"]),
               help="Scan plan whose validation macro recall picks best.keras [default: the runtime's, full].")

@@ -12,7 +12,6 @@ run folders, scores what the runs did not (the held-out fold, the same photos af
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -28,6 +27,7 @@ from cassava_edge.metrics import classification_report
 from .data import Sample, read_kaggle_folder
 from .looks import roboflow_chain
 from .validation import photo_probabilities, plan_views, write_probabilities
+from .validation import read_probabilities as read_table  # oof's own read_probabilities returns a Scored
 
 # Kaggle 2020's full label counts (21,397 photos, ../shared/data/kaggle2020-all-labels.csv): the class mix of field
 # photos of this kind, which the bundled model should answer for.
@@ -51,13 +51,7 @@ class Scored:
 
 
 def read_probabilities(path: str | Path) -> Scored:
-    keys, labels, probs = [], [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            keys.append((row["folder"], row["image_id"]))
-            labels.append(CASSAVA_LABELS.index(row["label"]))
-            probs.append([float(row[label]) for label in CASSAVA_LABELS])
-    return Scored(keys, np.asarray(labels), np.asarray(probs))
+    return Scored(*read_table(path))
 
 
 def write_scored(path: str | Path, scored: Scored) -> None:

@@ -111,3 +111,16 @@ def write_probabilities(path: str | Path, keys: Iterable[tuple[str, str]], label
         writer.writerow(["folder", "image_id", "label", *CASSAVA_LABELS])
         for (folder, image_id), label, row in zip(keys, labels, probs):
             writer.writerow([folder, image_id, CASSAVA_LABELS[label], *(f"{p:.6f}" for p in row)])
+
+
+def read_probabilities(path: str | Path) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
+    """What write_probabilities wrote: keys (folder, image_id), labels (photos,), probabilities (photos, classes)."""
+    import csv
+
+    keys, labels, probs = [], [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            keys.append((row["folder"], row["image_id"]))
+            labels.append(CASSAVA_LABELS.index(row["label"]))
+            probs.append([float(row[label]) for label in CASSAVA_LABELS])
+    return keys, np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float64).reshape(-1, len(CASSAVA_LABELS))

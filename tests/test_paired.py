@@ -1,0 +1,65 @@
+"""Paired comparison of two runs on the same photos (training/paired.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cassava_edge_training.oof import Scored
+from cassava_edge_training.paired import compare_runs, discordant, mcnemar_p, paired
+
+
+def _scored(labels: list[int], predicted: list[int], keys: list[str] | None = None) -> Scored:
+    keys = keys or [f"{i}.jpg" for i in range(len(labels))]
+    return Scored([("cassava", k) for k in keys], np.asarray(labels), np.eye(5)[predicted] * 0.9 + 0.02)
+
+
+def test_mcnemar_matches_the_binomial_tails() -> None:
+    assert mcnemar_p(0, 6) == pytest.approx(2 / 64)
+    assert mcnemar_p(3, 3) == 1.0
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(1, 9) == pytest.approx(2 * 11 / 1024)
+
+
+def test_discordant_counts_each_side() -> None:
+    a = np.asarray([True, True, False, False, True])
+    b = np.asarray([True, False, True, False, False])
+    assert discordant(a, b) == {"only_a": 2, "only_b": 1, "both": 1, "mcnemar_p": 1.0}
+
+
+def test_paired_difference_counts_the_photos_where_the_runs_disagree() -> None:
+    labels = [0, 1, 2, 3, 4, 3, 3, 3]
+    a = _scored(labels, [0, 1, 2, 3, 4, 3, 3, 0])  # 7 right
+    b = _scored(labels, [0, 0, 2, 3, 3, 3, 3, 3])  # 6 right
+    result = paired(a, b, bootstrap=200)
+    assert result["top1_difference"] == pytest.approx(1 / 8)
+    assert result["right"]["only_a"] == 2 and result["right"]["only_b"] == 1
+    assert result["same_answer"] == pytest.approx(5 / 8)
+    low, high = result["top1_difference_ci95"]
+    assert low <= result["top1_difference"] <= high
+
+
+def test_paired_aligns_rows_by_photo_and_refuses_different_photos() -> None:
+    a = _scored([0, 1, 2], [0, 1, 2], keys=["x", "y", "z"])
+    shuffled = _scored([2, 0, 1], [2, 0, 1], keys=["z", "x", "y"])
+    assert paired(a, shuffled, bootstrap=10)["top1_difference"] == 0.0
+    with pytest.raises(ValueError, match="different photos"):
+        paired(a, _scored([0, 1, 2], [0, 1, 2], keys=["x", "y", "w"]), bootstrap=10)
+
+
+EXPERIMENT = Path(__file__).resolve().parents[1] / "training" / "experiments"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (DATA / "cassava").is_dir(), reason="needs ../shared/data/cassava (the photos' labels)")
+def test_a_committed_run_against_itself_differs_by_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(EXPERIMENT.parents[1])
+    run = Path("training/experiments/v3-onelook-320/onelook-fold4")
+    report = compare_runs(run, run)
+    assert report["difference"]["photos"] == 201
+    assert report["difference"]["top1_difference"] == 0.0
+    assert report["difference"]["right"]["only_a"] == report["difference"]["right"]["only_b"] == 0
+    assert report["difference"]["flipped"]["only_a"] == 0
+    assert report["a_figures"]["flip_test"]["flipped"] == 15  # the card's figure for this run

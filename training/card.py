@@ -1,0 +1,102 @@
+"""The model card's results rows, written from an experiment's report (``training.oof`` or ``training.paired``
+JSON), so that the figures in ``models/README.md`` are copied from the report and never typed by hand::
+
+    python -m training.card training/experiments/v3-onelook-320/oof.json
+
+``tests/test_card.py`` checks that every row this prints for a committed report is in the card, word for word.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cassava_edge.metadata import CASSAVA_LABELS
+
+
+def _pct(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def _interval(low_high: list[float]) -> str:
+    return f"[{low_high[0] * 100:.1f}, {low_high[1] * 100:.1f}]"
+
+
+def _recalls(recall: dict[str, float]) -> str:
+    return " / ".join(f"{recall[label]:.2f}" for label in CASSAVA_LABELS)
+
+
+def _flips(flip: dict | None) -> str:
+    return "—" if flip is None else f"{flip['flipped']}/{flip['photos']} ({flip['share']:.1%})"
+
+
+def figures_row(name: str, figures: dict, flip: dict | None = None, bold: bool = False) -> str:
+    top1, macro = _pct(figures["top1"]), _pct(figures["macro_recall"])
+    if bold:
+        top1, macro = f"**{top1}**", f"**{macro}**"
+    return (f"| {name} | {figures['photos']} | {top1} {_interval(figures['top1_ci95'])} | "
+            f"{macro} {_interval(figures['macro_recall_ci95'])} | {_recalls(figures['recall'])} | {_flips(flip)} |")
+
+
+def run_name(run: str, entry: dict) -> str:
+    excluded = entry.get("excluded") or []
+    also = f", fold {', '.join(map(str, excluded))} excluded" if excluded else ""
+    return f"`{Path(run).name}` (validated on fold {entry['fold']}{also})"
+
+
+def oof_rows(report: dict) -> list[str]:
+    """The results table of a cross-validated experiment: one row per fold run, the out-of-fold rows, and the
+    held-out fold's ensemble (and student) rows where the report has them."""
+    rows = [figures_row(run_name(run, entry), entry["figures"], entry["flip_test"])
+            for run, entry in report["runs"].items()]
+    oof = report["oof"]
+    rows.append(figures_row("**out of fold, all runs**", oof, oof["flip_test"], bold=True))
+    if "with_prior" in oof:
+        rows.append(figures_row("out of fold, with the Kaggle prior (cross-fitted per fold)", oof["with_prior"]))
+    holdout = report.get("holdout")
+    if holdout:
+        fold, members = holdout["fold"], holdout["members"]
+        rows.append(figures_row(f"fold-ensemble ({members} models) on fold {fold}, unseen by all",
+                                holdout["ensemble"]))
+        rows.append(figures_row("the same, with the prior", holdout["ensemble_with_prior"]))
+        if "student" in holdout:
+            student = holdout["student"]
+            rows.append(figures_row(f"distilled student on fold {fold}", student, student["flip_test"]))
+            rows.append(figures_row("the student, with the prior", student["with_prior"]))
+    return rows
+
+
+def paired_rows(report: dict) -> list[str]:
+    """Both arms of a paired comparison and the line of their difference."""
+    rows = [figures_row(run_name(report[name], report[f"{name}_figures"]), report[f"{name}_figures"]["figures"],
+                        report[f"{name}_figures"]["flip_test"]) for name in ("a", "b")]
+    d = report["difference"]
+    rows.append(
+        f"| `{Path(report['a']).name}` − `{Path(report['b']).name}` | {d['photos']} | "
+        f"{d['top1_difference'] * 100:+.1f} points {_interval(d['top1_difference_ci95'])}, right only in the first "
+        f"{d['right']['only_a']}, only in the second {d['right']['only_b']} (McNemar p {d['right']['mcnemar_p']:.2f}) | "
+        f"{d['macro_recall_difference'] * 100:+.1f} points {_interval(d['macro_recall_difference_ci95'])} | "
+        f"same answer on {d['same_answer']:.1%} | flipped only in the first {d['flipped']['only_a']}, only in the "
+        f"second {d['flipped']['only_b']} (p {d['flipped']['mcnemar_p']:.2f}) |")
+    return rows
+
+
+def rows(report: dict) -> list[str]:
+    return paired_rows(report) if "difference" in report else oof_rows(report)
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Model-card table rows from an experiment report.")
+    parser.add_argument("report", type=Path, help="JSON written by training.oof or training.paired")
+    args = parser.parse_args()
+    try:
+        report = json.loads(args.report.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: cannot read {args.report}: {error}") from None
+    print("\n".join(rows(report)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Paired comparison of two recipes validated on the same photos (issue 17: the same fold with and without
+``--one-look``, at equal cost).
+
+Two runs scored on the same photos differ far less by chance than their two intervals suggest: most photos are
+right (or wrong) under both. The question is only how the photos where they disagree split, so the comparison
+counts those (an exact McNemar test) and bootstraps the differences of top-1 and macro recall over photos, the same
+resampled photos for both runs. The flip test is compared the same way: photos whose answer changes under the
+Roboflow look in one run and not in the other::
+
+    python -m training.paired runs/v3b/onelook-384-fold4 runs/v3b/plain-384-fold4 --output paired.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .oof import PLAN, Scored, evaluate_runs, macro_recall, read_probabilities
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value: under 'no difference' each disagreement is a fair coin."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def discordant(a: np.ndarray, b: np.ndarray) -> dict:
+    """How two per-photo yes/no outcomes (right answer, flipped answer) disagree."""
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    return {"only_a": only_a, "only_b": only_b, "both": int((a & b).sum()), "mcnemar_p": mcnemar_p(only_a, only_b)}
+
+
+def paired(a: Scored, b: Scored, bootstrap: int = 2000, seed: int = 0) -> dict:
+    """a minus b on the same photos: top-1 and macro-recall differences with percentile-bootstrap intervals,
+    the discordant photos of top-1, and how often the two answer alike."""
+    if sorted(a.keys) != sorted(b.keys):
+        raise ValueError("the two runs were validated on different photos: compare runs of the same fold")
+    b = b.subset(a.keys)
+    if not np.array_equal(a.labels, b.labels):
+        raise ValueError("the two runs give the same photo different labels")
+    pred_a, pred_b = a.probs.argmax(1), b.probs.argmax(1)
+    right_a, right_b = pred_a == a.labels, pred_b == a.labels
+    rng = np.random.default_rng(seed)
+    n = len(a.labels)
+    top1, macro = [], []
+    for rows in (rng.integers(0, n, n) for _ in range(bootstrap)):
+        top1.append(right_a[rows].mean() - right_b[rows].mean())
+        macro.append(macro_recall(a.labels[rows], pred_a[rows]) - macro_recall(a.labels[rows], pred_b[rows]))
+    return {
+        "photos": n,
+        "top1_difference": float(right_a.mean() - right_b.mean()),
+        "top1_difference_ci95": [float(np.percentile(top1, 2.5)), float(np.percentile(top1, 97.5))],
+        "macro_recall_difference": macro_recall(a.labels, pred_a) - macro_recall(a.labels, pred_b),
+        "macro_recall_difference_ci95": [float(np.percentile(macro, 2.5)), float(np.percentile(macro, 97.5))],
+        "right": discordant(right_a, right_b),
+        "same_answer": float(np.mean(pred_a == pred_b)),
+    }
+
+
+def compare_runs(run_a: Path, run_b: Path) -> dict:
+    """Each run's own figures and flip test (as training.oof reports them) and the paired differences."""
+    report: dict = {"a": str(run_a), "b": str(run_b)}
+    for name, run in (("a_figures", run_a), ("b_figures", run_b)):
+        report[name] = next(iter(evaluate_runs([run], None, None)["runs"].values()))
+    own_a = read_probabilities(run_a / f"last.{PLAN}.probabilities.csv")
+    own_b = read_probabilities(run_b / f"last.{PLAN}.probabilities.csv")
+    report["difference"] = paired(own_a, own_b)
+    # evaluate_runs cached both runs' Roboflow-look probabilities beside their own ones.
+    look_a = read_probabilities(run_a / f"last.{PLAN}.roboflow-look.probabilities.csv")
+    look_b = read_probabilities(run_b / f"last.{PLAN}.roboflow-look.probabilities.csv").subset(look_a.keys)
+    own_b = own_b.subset(own_a.keys)
+    flipped_a = own_a.probs.argmax(1) != look_a.probs.argmax(1)
+    flipped_b = own_b.probs.argmax(1) != look_b.probs.argmax(1)
+    report["difference"]["flipped"] = discordant(flipped_a, flipped_b)
+    return report
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Paired comparison of two runs validated on the same photos.")
+    parser.add_argument("run_a", type=Path)
+    parser.add_argument("run_b", type=Path)
+    parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
+    args = parser.parse_args()
+    try:
+        report = compare_runs(args.run_a, args.run_b)
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2))
+    d = report["difference"]
+    for name in ("a", "b"):
+        figures = report[f"{name}_figures"]["figures"]
+        flips = report[f"{name}_figures"]["flip_test"]
+        print(f"{name} {report[name]}: top-1 {figures['top1']:.1%}, macro recall {figures['macro_recall']:.1%}, "
+              f"flip {flips['flipped']}/{flips['photos']}")
+    print(f"a - b over {d['photos']} photos: top-1 {d['top1_difference']:+.1%} "
+          f"[{d['top1_difference_ci95'][0]:+.1%}, {d['top1_difference_ci95'][1]:+.1%}] "
+          f"(right only in a {d['right']['only_a']}, only in b {d['right']['only_b']}, "
+          f"McNemar p {d['right']['mcnemar_p']:.3f}); macro recall {d['macro_recall_difference']:+.1%} "
+          f"[{d['macro_recall_difference_ci95'][0]:+.1%}, {d['macro_recall_difference_ci95'][1]:+.1%}]; "
+          f"flipped only in a {d['flipped']['only_a']}, only in b {d['flipped']['only_b']} "
+          f"(p {d['flipped']['mcnemar_p']:.3f})")
+
+
+if __name__ == "__main__":
+    main()
