@@ -27,7 +27,7 @@ from cassava_edge.classifier import Classifier
 from cassava_edge.errors import CassavaEdgeError
 from cassava_edge.labelled import LabelledPhoto
 from cassava_edge.metrics import classification_report
-from cassava_edge.results import FAILED, OK, STATUSES
+from cassava_edge.results import FAILED, OK, STATUSES, Classification
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,9 @@ class EvaluationReport:
 
 
 def evaluate(classifier: Classifier, photos: Sequence[LabelledPhoto],
-             progress: Callable[[int], None] | None = None) -> EvaluationReport:
-    """Classify every photo and report; photos that fail to decode are counted and named, not fatal."""
+             on_result: Callable[[Classification], None] | None = None) -> EvaluationReport:
+    """Classify every photo and report; photos that fail to decode are counted and named, not fatal. `on_result`
+    sees each photo's result as it comes (progress, the run's speed line)."""
     rows, labels, statuses, failed = [], [], [], []
     for photo, result in zip(photos, classifier.classify_many(str(p.path) for p in photos)):
         statuses.append(result.status)
@@ -86,8 +87,8 @@ def evaluate(classifier: Classifier, photos: Sequence[LabelledPhoto],
         else:
             rows.append([result.probabilities[label] for label in classifier.labels])
             labels.append(photo.label)
-        if progress:
-            progress(1)
+        if on_result:
+            on_result(result)
     probs, truth = np.asarray(rows, dtype=np.float64).reshape(-1, len(classifier.labels)), np.asarray(labels)
     # The top-1 class of every classified photo, including those whose label an app would not show.
     predicted = probs.argmax(axis=1)

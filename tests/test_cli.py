@@ -313,8 +313,10 @@ def test_progress_never_shares_a_line_with_results_in_a_real_terminal(tiny_model
         (["info", "--format", "xml"], "Invalid value for '--format'"),
         (["evaluate", "{tmp}/absent"], "does not exist"),
         (["evaluate", "{tmp}/empty"], "no labels found"),
-        (["evaluate", "{labelled}", "--json", "{tmp}/no/such/dir/report.json"], "{tmp}/no/such/dir/report.json"),
-        (["evaluate", "{labelled}", "--heatmap", "{tmp}/no/dir/heatmap.png"], "{tmp}/no/dir/heatmap.png"),
+        # evaluate, too, creates missing output folders (tests/test_cli_output.py); a place that takes no files is refused.
+        (["evaluate", "{labelled}", "--json", "/proc/no/such/dir/report.json"],
+         "--json /proc/no/such/dir/report.json: cannot write there"),
+        (["evaluate", "{labelled}", "--heatmap", "/proc/heatmap.png"], "--heatmap /proc/heatmap.png: cannot write there"),
         (["evaluate", "{labelled}", "--labels", "{tmp}/absent.csv"], "does not exist"),
         (["evaluate", "{labelled}", "--ids", "{tmp}/absent.txt"], "does not exist"),
         (["benchmark", "--photos", "{tmp}/absent"], "does not exist"),
@@ -348,8 +350,8 @@ def test_usage_errors_exit_2_with_one_line_and_no_traceback(
 @pytest.mark.parametrize(
     "args",
     [
-        ["evaluate", "{labelled}", "--json", "{tmp}/no/such/dir/report.json"],
-        ["evaluate", "{labelled}", "--heatmap", "{tmp}/no/such/dir/confusion.png"],
+        ["evaluate", "{labelled}", "--json", "{tmp}/taken/report.json"],
+        ["evaluate", "{labelled}", "--heatmap", "{tmp}/taken/confusion.png"],
     ],
 )
 def test_output_paths_are_checked_before_the_model_loads(
@@ -357,11 +359,11 @@ def test_output_paths_are_checked_before_the_model_loads(
 ) -> None:
     loaded: list[object] = []
     monkeypatch.setattr(common, "Classifier", lambda **kwargs: loaded.append(kwargs))
+    (tmp_path / "taken").write_text("a file where the folder would be")
     result = _run(*[a.format(tmp=tmp_path, photos=photos, labelled=labelled) for a in args])
     assert result.exit_code == 2 and loaded == []
     assert result.stderr.strip().splitlines() == [
-        f"Error: {args[-2]} {args[-1].format(tmp=tmp_path)}: cannot write there: folder "
-        f"{tmp_path / 'no' / 'such' / 'dir'} does not exist"
+        f"Error: {args[-2]} {args[-1].format(tmp=tmp_path)}: cannot write there: {tmp_path / 'taken'} is not a folder"
     ]
 
 
@@ -579,8 +581,8 @@ def test_module_entry_point_in_a_subprocess(tiny_model: Path, with_bad: Path) ->
     [
         (["classify", "{photos}", "-o", "/proc/x.csv"],
          "Error: --output /proc/x.csv: cannot write there: /proc takes no new files"),
-        (["evaluate", "{labelled}", "--heatmap", "/no/such/dir/confusion.png"],
-         "Error: --heatmap /no/such/dir/confusion.png: cannot write there: folder /no/such/dir does not exist"),
+        (["evaluate", "{labelled}", "--heatmap", "/proc/no/dir/confusion.png"],
+         "Error: --heatmap /proc/no/dir/confusion.png: cannot write there: /proc takes no new files"),
         (["classify", "http://example.org/leaf.jpg"],
          "Error: cannot read http://example.org/leaf.jpg: URLs are not fetched (cassava-edge never uses the network); "
          "download the photo and pass its path"),

@@ -1,5 +1,5 @@
-"""What `cassava-edge classify` prints besides the results (issue 19, conventions): the speed line, --quiet and
---verbose, full disease names in the table, and output folders."""
+"""What `cassava-edge classify` and `evaluate` print besides the results (issue 19, conventions): the speed line,
+--quiet and --verbose, full disease names in the table, and output folders."""
 
 from __future__ import annotations
 
@@ -160,3 +160,51 @@ def test_output_where_no_file_can_be_made_is_refused_before_the_model_loads(
     assert result.stderr.strip().splitlines() == [
         f"Error: --output {path}: cannot write there: /proc takes no new files"
     ]
+
+
+# -- evaluate: the same conventions ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def labelled(photos: Path) -> Path:
+    """A labels.csv + images/ folder of the three photos."""
+    images = photos.parent / "labelled" / "images"
+    images.mkdir(parents=True)
+    for photo in sorted(photos.iterdir()):
+        (images / photo.name).write_bytes(photo.read_bytes())
+    (images.parent / "labels.csv").write_text("image_id,label\np0.png,0\np1.png,3\np2.png,4\n")
+    return images.parent
+
+
+def test_evaluate_prints_the_speed_line_and_quiet_leaves_the_report_only(tiny_model: Path, labelled: Path) -> None:
+    loud = _run("evaluate", labelled, "--model", tiny_model, "--tta", "none")
+    quiet = _run("evaluate", labelled, "--model", tiny_model, "--tta", "none", "--quiet")
+    assert loud.exit_code == quiet.exit_code == 0, loud.stderr
+    *_, speed, summary = loud.stderr.strip().splitlines()
+    assert SPEED.match(speed) and SUMMARY.match(summary), loud.stderr
+    assert quiet.stderr == ""
+    assert quiet.stdout == loud.stdout and "accuracy" in quiet.stdout
+
+
+def test_evaluate_verbose_shows_the_session_and_each_photos_times(tiny_model: Path, labelled: Path) -> None:
+    result = _run("evaluate", labelled, "--model", tiny_model, "--provider", "cpu", "--tta", "none", "-v")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"model {tiny_model} (fp32), provider CPUExecutionProvider, tta none")
+    timed = [line for line in lines if line.startswith(str(labelled / "images"))]
+    assert len(timed) == 3 and all(re.search(r": ok, \d+\.\d ms decode, ", line) for line in timed), timed
+    refused = _run("evaluate", labelled, "--model", tiny_model, "-q", "-v")
+    assert refused.exit_code == 2
+    assert refused.stderr.strip().splitlines() == ["Error: --quiet and --verbose cannot be used together"]
+
+
+def test_evaluate_writes_its_report_into_missing_folders(tiny_model: Path, labelled: Path, tmp_path: Path) -> None:
+    import json
+
+    report = tmp_path / "reports" / "today" / "eval.json"
+    heatmap = tmp_path / "charts" / "confusion.png"
+    result = _run("evaluate", labelled, "--model", tiny_model, "--tta", "none", "--json", report,
+                  "--heatmap", heatmap, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(report.read_text())["count"] == 3
+    assert cv2.imread(str(heatmap)) is not None
