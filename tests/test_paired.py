@@ -63,3 +63,4 @@ def test_a_committed_run_against_itself_differs_by_nothing(monkeypatch: pytest.M
     assert report["difference"]["right"]["only_a"] == report["difference"]["right"]["only_b"] == 0
     assert report["difference"]["flipped"]["only_a"] == 0
     assert report["a_figures"]["flip_test"]["flipped"] == 15  # the card's figure for this run
+    assert report["mean_figures"]["top1"] == report["a_figures"]["figures"]["top1"]  # a run averaged with itself

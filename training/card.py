@@ -70,6 +70,7 @@ def paired_rows(report: dict) -> list[str]:
     """Both arms of a paired comparison and the line of their difference."""
     rows = [figures_row(run_name(report[name], report[f"{name}_figures"]), report[f"{name}_figures"]["figures"],
                         report[f"{name}_figures"]["flip_test"]) for name in ("a", "b")]
+    rows.append(figures_row("the two as an ensemble (mean probabilities)", report["mean_figures"]))
     d = report["difference"]
     rows.append(
         f"| `{Path(report['a']).name}` − `{Path(report['b']).name}` | {d['photos']} | "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .oof import PLAN, Scored, evaluate_runs, macro_recall, read_probabilities
+from .oof import PLAN, Scored, evaluate_runs, figures, macro_recall, read_probabilities
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -71,6 +71,9 @@ def compare_runs(run_a: Path, run_b: Path) -> dict:
     own_a = read_probabilities(run_a / f"last.{PLAN}.probabilities.csv")
     own_b = read_probabilities(run_b / f"last.{PLAN}.probabilities.csv")
     report["difference"] = paired(own_a, own_b)
+    aligned_b = own_b.subset(own_a.keys)
+    # The two runs as a two-model ensemble (their mean probabilities): what a teacher made of both would answer.
+    report["mean_figures"] = figures(Scored(own_a.keys, own_a.labels, (own_a.probs + aligned_b.probs) / 2))
     # evaluate_runs cached both runs' Roboflow-look probabilities beside their own ones.
     look_a = read_probabilities(run_a / f"last.{PLAN}.roboflow-look.probabilities.csv")
     look_b = read_probabilities(run_b / f"last.{PLAN}.roboflow-look.probabilities.csv").subset(look_a.keys)
@@ -101,6 +104,8 @@ def main() -> None:
         flips = report[f"{name}_figures"]["flip_test"]
         print(f"{name} {report[name]}: top-1 {figures['top1']:.1%}, macro recall {figures['macro_recall']:.1%}, "
               f"flip {flips['flipped']}/{flips['photos']}")
+    mean = report["mean_figures"]
+    print(f"mean of a and b: top-1 {mean['top1']:.1%}, macro recall {mean['macro_recall']:.1%}")
     print(f"a - b over {d['photos']} photos: top-1 {d['top1_difference']:+.1%} "
           f"[{d['top1_difference_ci95'][0]:+.1%}, {d['top1_difference_ci95'][1]:+.1%}] "
           f"(right only in a {d['right']['only_a']}, only in b {d['right']['only_b']}, "
