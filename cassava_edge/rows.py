@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, TextIO
 
 from cassava_edge.errors import SourceError
-from cassava_edge.results import Classification
+from cassava_edge.results import SPEED_STAGES, Classification
 from cassava_edge.writers import ResultWriter
 
 if TYPE_CHECKING:
@@ -25,7 +25,8 @@ PARQUET_ROW_GROUP = 1024
 
 def result_row(result: Classification) -> dict[str, Any]:
     """The row of one result: source, status, ok, label, label_index, confidence, not_cassava_score,
-    probabilities (label -> probability, None when failed) and error."""
+    probabilities (label -> probability, None when failed), error and speed (milliseconds per stage, None when
+    untimed: Ray's rows carry it back, so that a Ray run has its speed line too)."""
     return {
         "source": result.source,
         "status": result.status,
@@ -36,6 +37,7 @@ def result_row(result: Classification) -> dict[str, Any]:
         "not_cassava_score": result.not_cassava_score,
         "probabilities": dict(result.probabilities) if result.ok else None,
         "error": result.error,
+        "speed": None if result.speed is None else {stage: result.speed[stage] for stage in SPEED_STAGES},
     }
 
 
@@ -43,6 +45,7 @@ def classification_from_row(row: Mapping[str, Any], top_k: int = 3) -> Classific
     """The Classification a row came from (without per-view probabilities, which rows do not keep)."""
     if not row["ok"]:
         return Classification.failed(row["source"], row["error"] or "unknown error")
+    speed = row.get("speed")  # absent from files written before it was a column
     probabilities = {label: float(p) for label, p in row["probabilities"].items()}
     # Stable, like Classification.from_probabilities: ties rank in label order.
     ranked = sorted(probabilities.items(), key=lambda item: -item[1])
@@ -56,6 +59,7 @@ def classification_from_row(row: Mapping[str, Any], top_k: int = 3) -> Classific
         top_k=ranked[:top_k],
         status=row["status"],
         not_cassava_score=row["not_cassava_score"],
+        speed=None if speed is None else {stage: float(ms) for stage, ms in speed.items()},
     )
 
 
@@ -72,6 +76,7 @@ def row_schema(labels: Iterable[str]) -> "pyarrow.Schema":
         ("not_cassava_score", pa.float64()),
         ("probabilities", pa.struct([(label, pa.float64()) for label in labels])),
         ("error", pa.string()),
+        ("speed", pa.struct([(stage, pa.float64()) for stage in SPEED_STAGES])),
     ])
 
 

@@ -64,3 +64,22 @@ def test_a_committed_run_against_itself_differs_by_nothing(monkeypatch: pytest.M
     assert report["difference"]["flipped"]["only_a"] == 0
     assert report["a_figures"]["flip_test"]["flipped"] == 15  # the card's figure for this run
     assert report["mean_figures"]["top1"] == report["a_figures"]["figures"]["top1"]  # a run averaged with itself
+
+
+PAIRED_REPORTS = sorted(EXPERIMENT.glob("*/paired-*.json"))
+
+
+@pytest.mark.skipif(not (DATA / "cassava").is_dir(), reason="needs ../shared/data/cassava (the photos' labels)")
+@pytest.mark.parametrize("path", PAIRED_REPORTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The card's paired figures, recomputed from the committed per-photo probabilities (no model)."""
+    import json
+
+    monkeypatch.chdir(EXPERIMENT.parents[1])
+    report = json.loads(path.read_text())
+    again = compare_runs(Path(report["a"]), Path(report["b"]))
+    for key in ("top1_difference", "macro_recall_difference", "same_answer"):
+        assert again["difference"][key] == pytest.approx(report["difference"][key])
+    assert again["difference"]["right"] == report["difference"]["right"]
+    assert again["difference"]["flipped"] == report["difference"]["flipped"]
+    assert again["mean_figures"]["top1"] == pytest.approx(report["mean_figures"]["top1"])

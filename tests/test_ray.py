@@ -107,7 +107,9 @@ def test_classify_command_on_ray_writes_what_the_local_engine_writes(
         args = ["classify", *photos, "--model", str(tiny_model), "--format", "jsonl", "-o", str(out)]
         result = CliRunner().invoke(cli, [*args, "--engine", engine], catch_exceptions=False)
         assert result.exit_code == 1, result.stderr  # the broken photos
-        assert "6 photos: 3 ok, 3 failed" in result.stderr.strip().splitlines()[-1]
+        *_, speed, summary = result.stderr.strip().splitlines()
+        assert "6 photos: 3 ok, 3 failed" in summary
+        assert speed.startswith("Speed: ") and "ms inference" in speed, result.stderr  # Ray's rows carry it too
         outputs[engine] = [json.loads(line) for line in out.read_text().splitlines()]
     local, on_ray = outputs["local"], outputs["ray"]
     assert [(r["source"], r["status"], r["label"], r["error"]) for r in on_ray] == [

@@ -32,6 +32,7 @@ def test_a_row_round_trips_to_the_same_classification(tiny_model: Path, tmp_path
     for result in _results(tiny_model, tmp_path):
         back = classification_from_row(result_row(result), top_k=len(result.top_k) or 3)
         assert back.to_dict() == result.to_dict()
+        assert back.speed == (result.speed if result.ok else None)
 
 
 def test_parquet_rows_have_one_schema_for_ok_and_failed(tiny_model: Path, tmp_path: Path) -> None:
@@ -46,6 +47,7 @@ def test_parquet_rows_have_one_schema_for_ok_and_failed(tiny_model: Path, tmp_pa
     rows = pq.read_table(io.BytesIO(buffer.getvalue())).to_pylist()
     assert rows == [result_row(result) for result in results]
     assert rows[1]["status"] == "failed" and rows[1]["probabilities"] is None and rows[1]["error"] == "no such file"
+    assert rows[1]["speed"] is None and rows[0]["speed"] == results[0].speed and rows[0]["speed"]["inference"] > 0
 
 
 def test_done_sources_skips_what_an_earlier_run_wrote(tmp_path: Path) -> None:
@@ -84,7 +86,10 @@ def test_the_ray_batch_callable_classifies_paths_or_bytes_without_ray(tiny_model
     classify = ClassifyBatch({"model": tiny_model, "provider": "cpu"}, workers=0)
     from_paths = classify({"path": paths}).to_pylist()
     from_bytes = classify({"path": paths, "bytes": np.array([good.read_bytes(), bad.read_bytes()], dtype=object)})
-    assert from_bytes.to_pylist() == from_paths  # named by their paths, not "<bytes>"
+    untimed = [{k: v for k, v in row.items() if k != "speed"} for row in from_paths]  # times differ per call
+    assert [{k: v for k, v in row.items() if k != "speed"} for row in from_bytes.to_pylist()] == untimed
+    # named by their paths, not "<bytes>"; the photo that loaded carries its stage times, the broken one none
+    assert from_paths[0]["speed"]["inference"] > 0 and from_paths[1]["speed"] is None
     assert [row["status"] for row in from_paths] == ["ok", "failed"] and from_paths[0]["source"] == str(good)
 
 
