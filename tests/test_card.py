@@ -35,3 +35,17 @@ def test_every_row_of_a_committed_report_is_in_the_card_word_for_word(report: Pa
     card = (ROOT / "models" / "README.md").read_text(encoding="utf-8")
     missing = [row for row in rows(json.loads(report.read_text(encoding="utf-8"))) if row not in card]
     assert not missing, f"models/README.md lacks (or changed) these rows of {report.name}:\n" + "\n".join(missing)
+
+
+def test_a_paired_report_of_several_folds_names_every_run_of_each_arm() -> None:
+    flips = {"photos": 400, "flipped": 9, "share": 0.0225}
+    arm = {"folds": [0, 4], "excluded": [4], "figures": _figures(0.8), "flip_test": flips}
+    discordant = {"only_a": 3, "only_b": 1, "both": 300, "mcnemar_p": 0.625}
+    report = {"a": ["runs/x-fold0", "runs/x-fold4"], "b": ["runs/y-fold0", "runs/y-fold4"], "a_figures": arm,
+              "b_figures": arm, "mean_figures": _figures(0.8),
+              "difference": {"photos": 400, "top1_difference": 0.005, "top1_difference_ci95": [-0.01, 0.02],
+                             "macro_recall_difference": 0.0, "macro_recall_difference_ci95": [-0.02, 0.02],
+                             "right": discordant, "same_answer": 0.99, "flipped": discordant}}
+    first, _, _, difference = rows(report)
+    assert first.startswith("| `x-fold0` + `x-fold4` (validated on folds 0, 4) | 200 |")
+    assert difference.startswith("| (`x-fold0` + `x-fold4`) − (`y-fold0` + `y-fold4`) | 400 | +0.5 points")

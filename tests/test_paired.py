@@ -57,13 +57,31 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def test_a_committed_run_against_itself_differs_by_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(EXPERIMENT.parents[1])
     run = Path("training/experiments/v3-onelook-320/onelook-fold4")
-    report = compare_runs(run, run)
+    report = compare_runs([run], [run])
     assert report["difference"]["photos"] == 201
     assert report["difference"]["top1_difference"] == 0.0
     assert report["difference"]["right"]["only_a"] == report["difference"]["right"]["only_b"] == 0
     assert report["difference"]["flipped"]["only_a"] == 0
     assert report["a_figures"]["flip_test"]["flipped"] == 15  # the card's figure for this run
     assert report["mean_figures"]["top1"] == report["a_figures"]["figures"]["top1"]  # a run averaged with itself
+
+
+@pytest.mark.skipif(not (DATA / "cassava").is_dir(), reason="needs ../shared/data/cassava (the photos' labels)")
+def test_arms_of_several_folds_pool_their_photos(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two folds per arm: the photos add up, and the pooled counts are the sums of the per-fold ones."""
+    monkeypatch.chdir(EXPERIMENT.parents[1])
+    root = Path("training/experiments/v3-onelook-320")
+    fold0, fold4 = root / "onelook-fold0", root / "onelook-fold4"
+    with pytest.raises(ValueError, match="different photos"):
+        compare_runs([fold0], [fold4])
+    pooled = compare_runs([fold0, fold4], [fold4, fold0])  # the order of an arm's runs does not matter
+    per_fold = [compare_runs([fold], [fold]) for fold in (fold0, fold4)]
+    assert pooled["difference"]["photos"] == sum(r["difference"]["photos"] for r in per_fold) > 201
+    assert pooled["difference"]["top1_difference"] == 0.0
+    assert pooled["a_figures"]["folds"] == [0, 4] and pooled["b_figures"]["folds"] == [4, 0]
+    assert pooled["a_figures"]["flip_test"]["flipped"] == sum(r["a_figures"]["flip_test"]["flipped"] for r in per_fold)
+    with pytest.raises(ValueError, match="same photo"):
+        compare_runs([fold0, fold0], [fold0, fold4])
 
 
 PAIRED_REPORTS = sorted(EXPERIMENT.glob("*/paired-*.json"))
@@ -77,7 +95,7 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
 
     monkeypatch.chdir(EXPERIMENT.parents[1])
     report = json.loads(path.read_text())
-    again = compare_runs(Path(report["a"]), Path(report["b"]))
+    again = compare_runs([Path(run) for run in report["a"]], [Path(run) for run in report["b"]])
     for key in ("top1_difference", "macro_recall_difference", "same_answer"):
         assert again["difference"][key] == pytest.approx(report["difference"][key])
     assert again["difference"]["right"] == report["difference"]["right"]

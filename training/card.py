@@ -66,14 +66,27 @@ def oof_rows(report: dict) -> list[str]:
     return rows
 
 
+def arm_name(runs: list[str], arm: dict) -> str:
+    """One run as `run_name` names it; several (one per fold) as their names joined, with their folds."""
+    if len(runs) == 1:
+        return run_name(runs[0], {"fold": arm["folds"][0], "excluded": arm["excluded"]})
+    names = " + ".join(f"`{Path(run).name}`" for run in runs)
+    return f"{names} (validated on folds {', '.join(map(str, arm['folds']))})"
+
+
+def _arm_short(runs: list[str]) -> str:
+    names = " + ".join(f"`{Path(run).name}`" for run in runs)
+    return names if len(runs) == 1 else f"({names})"
+
+
 def paired_rows(report: dict) -> list[str]:
     """Both arms of a paired comparison and the line of their difference."""
-    rows = [figures_row(run_name(report[name], report[f"{name}_figures"]), report[f"{name}_figures"]["figures"],
+    rows = [figures_row(arm_name(report[name], report[f"{name}_figures"]), report[f"{name}_figures"]["figures"],
                         report[f"{name}_figures"]["flip_test"]) for name in ("a", "b")]
     rows.append(figures_row("the two as an ensemble (mean probabilities)", report["mean_figures"]))
     d = report["difference"]
     rows.append(
-        f"| `{Path(report['a']).name}` − `{Path(report['b']).name}` | {d['photos']} | "
+        f"| {_arm_short(report['a'])} − {_arm_short(report['b'])} | {d['photos']} | "
         f"{d['top1_difference'] * 100:+.1f} points {_interval(d['top1_difference_ci95'])}, right only in the first "
         f"{d['right']['only_a']}, only in the second {d['right']['only_b']} (McNemar p {d['right']['mcnemar_p']:.2f}) | "
         f"{d['macro_recall_difference'] * 100:+.1f} points {_interval(d['macro_recall_difference_ci95'])} | "

@@ -8,12 +8,17 @@ resampled photos for both runs. The flip test is compared the same way: photos w
 Roboflow look in one run and not in the other::
 
     python -m training.paired runs/v3b/onelook-384-fold4 runs/v3b/plain-384-fold4 --output paired.json
+
+Over several folds, each arm's runs (one per fold) are pooled, as out-of-fold figures are::
+
+    python -m training.paired runs/v3b/onelook-384-fold{0,4} --versus runs/v3/onelook-fold{0,4}
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -63,21 +68,36 @@ def paired(a: Scored, b: Scored, bootstrap: int = 2000, seed: int = 0) -> dict:
     }
 
 
-def compare_runs(run_a: Path, run_b: Path) -> dict:
-    """Each run's own figures and flip test (as training.oof reports them) and the paired differences."""
-    report: dict = {"a": str(run_a), "b": str(run_b)}
-    for name, run in (("a_figures", run_a), ("b_figures", run_b)):
-        report[name] = next(iter(evaluate_runs([run], None, None)["runs"].values()))
-    own_a = read_probabilities(run_a / f"last.{PLAN}.probabilities.csv")
-    own_b = read_probabilities(run_b / f"last.{PLAN}.probabilities.csv")
+def _concat(parts: list[Scored]) -> Scored:
+    return Scored([k for p in parts for k in p.keys], np.concatenate([p.labels for p in parts]),
+                  np.concatenate([p.probs for p in parts]))
+
+
+def _arm(runs: Sequence[Path]) -> tuple[dict, Scored, Scored]:
+    """One arm's pooled figures and flip test (as training.oof reports them), its own probabilities and its
+    Roboflow-look ones, rows aligned."""
+    report = evaluate_runs(list(runs), None, None)  # refuses two runs of one arm on the same photos
+    pooled = {key: value for key, value in report["oof"].items() if key not in ("flip_test", "with_prior")}
+    entries = list(report["runs"].values())
+    summary = {"folds": [entry["fold"] for entry in entries],
+               "excluded": sorted({fold for entry in entries for fold in entry["excluded"]}),
+               "figures": pooled, "flip_test": report["oof"]["flip_test"]}
+    own = _concat([read_probabilities(run / f"last.{PLAN}.probabilities.csv") for run in runs])
+    # evaluate_runs cached each run's Roboflow-look probabilities beside its own ones.
+    look = _concat([read_probabilities(run / f"last.{PLAN}.roboflow-look.probabilities.csv") for run in runs])
+    return summary, own, look.subset(own.keys)
+
+
+def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path]) -> dict:
+    """Each arm's figures and flip test, pooled over its runs (one per fold, as out-of-fold figures are), and the
+    paired differences over all their photos. Both arms must have been validated on the same photos."""
+    report: dict = {"a": [str(run) for run in runs_a], "b": [str(run) for run in runs_b]}
+    report["a_figures"], own_a, look_a = _arm(runs_a)
+    report["b_figures"], own_b, look_b = _arm(runs_b)
     report["difference"] = paired(own_a, own_b)
-    aligned_b = own_b.subset(own_a.keys)
-    # The two runs as a two-model ensemble (their mean probabilities): what a teacher made of both would answer.
-    report["mean_figures"] = figures(Scored(own_a.keys, own_a.labels, (own_a.probs + aligned_b.probs) / 2))
-    # evaluate_runs cached both runs' Roboflow-look probabilities beside their own ones.
-    look_a = read_probabilities(run_a / f"last.{PLAN}.roboflow-look.probabilities.csv")
-    look_b = read_probabilities(run_b / f"last.{PLAN}.roboflow-look.probabilities.csv").subset(look_a.keys)
-    own_b = own_b.subset(own_a.keys)
+    own_b, look_b = own_b.subset(own_a.keys), look_b.subset(own_a.keys)
+    # The two arms as a two-model ensemble (their mean probabilities): what a teacher made of both would answer.
+    report["mean_figures"] = figures(Scored(own_a.keys, own_a.labels, (own_a.probs + own_b.probs) / 2))
     flipped_a = own_a.probs.argmax(1) != look_a.probs.argmax(1)
     flipped_b = own_b.probs.argmax(1) != look_b.probs.argmax(1)
     report["difference"]["flipped"] = discordant(flipped_a, flipped_b)
@@ -87,13 +107,18 @@ def compare_runs(run_a: Path, run_b: Path) -> dict:
 def main() -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Paired comparison of two runs validated on the same photos.")
-    parser.add_argument("run_a", type=Path)
-    parser.add_argument("run_b", type=Path)
+    parser = argparse.ArgumentParser(description="Paired comparison of two recipes validated on the same photos.")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="run A and run B; or, with --versus, arm A's runs (one per fold)")
+    parser.add_argument("--versus", nargs="+", type=Path, default=None,
+                        help="arm B's runs, validated on the same folds as arm A's")
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args()
+    if args.versus is None and len(args.runs) != 2:
+        parser.error("give two runs, or arm A's runs then --versus and arm B's")
+    runs_a, runs_b = (args.runs, args.versus) if args.versus is not None else (args.runs[:1], args.runs[1:])
     try:
-        report = compare_runs(args.run_a, args.run_b)
+        report = compare_runs(runs_a, runs_b)
     except (OSError, ValueError, KeyError) as error:
         raise SystemExit(f"error: {error}") from None
     if args.output:
@@ -102,8 +127,8 @@ def main() -> None:
     for name in ("a", "b"):
         figures = report[f"{name}_figures"]["figures"]
         flips = report[f"{name}_figures"]["flip_test"]
-        print(f"{name} {report[name]}: top-1 {figures['top1']:.1%}, macro recall {figures['macro_recall']:.1%}, "
-              f"flip {flips['flipped']}/{flips['photos']}")
+        print(f"{name} {' + '.join(report[name])}: top-1 {figures['top1']:.1%}, "
+              f"macro recall {figures['macro_recall']:.1%}, flip {flips['flipped']}/{flips['photos']}")
     mean = report["mean_figures"]
     print(f"mean of a and b: top-1 {mean['top1']:.1%}, macro recall {mean['macro_recall']:.1%}")
     print(f"a - b over {d['photos']} photos: top-1 {d['top1_difference']:+.1%} "
