@@ -80,9 +80,11 @@ setup(
             "efficientnet-lite-pytorch==0.1.0",
             # So that CI runs the Ray Data and Ray Serve tests on a local 2-CPU Ray instead of skipping them.
             "ray[data,serve]>=2.60,<3",
-            # So that the service's tests run (TestClient needs httpx) instead of skipping.
+            # So that the service's tests run instead of skipping: they drive the app with httpx (AsyncClient, Ray
+            # Serve); Starlette's TestClient prefers httpx2 since 1.x and deprecates httpx, older Starlette needs httpx.
             *SERVE,
             "httpx>=0.27",
+            "httpx2>=2.16",
             # The page's real-browser test drives Debian's chromium (installed by .ci/run) with it.
             "selenium>=4.10,<5",
         ],
