@@ -5,6 +5,7 @@ With --engine ray: no error-level Ray log line in the run and no retry message a
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import re
@@ -17,6 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+from cassava_edge.commands.classify import write_results
+from cassava_edge.results import Classification
+from cassava_edge.writers import JsonlWriter, RunSummary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = 2000  # hard links to one photo: enough that no machine classifies them all before the signal
@@ -119,3 +124,28 @@ def test_ctrl_c_on_ray_is_quiet_and_exits_130(many_photos: Path, tiny_model: Pat
     closing = INTERRUPTED.match(stderr.strip().splitlines()[-1])
     assert closing, stderr
     assert int(closing.group(1)) == len(written_sources(output)) < PHOTOS
+
+
+class InterruptingWriter(JsonlWriter):
+    """Sends this process a SIGINT right after writing its `at`-th result: the Ctrl-C that lands between the
+    write and the count."""
+
+    def __init__(self, stream: io.StringIO, at: int) -> None:
+        super().__init__(stream, ("a", "b"), 1)
+        self.at = at
+        self.writes = 0
+
+    def _write(self, result: Classification) -> None:
+        super()._write(result)
+        self.writes += 1
+        if self.writes == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_ctrl_c_right_after_a_write_still_counts_that_result() -> None:
+    stream = io.StringIO()
+    summary = RunSummary()
+    results = (Classification.failed(f"<photo{index}>", "unreadable") for index in range(10))
+    write_results(results, InterruptingWriter(stream, at=3), summary, 10, shares_terminal=False, quiet=True)
+    assert summary.interrupted
+    assert summary.total == len(stream.getvalue().splitlines()) == 3

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
@@ -177,6 +179,23 @@ def open_output(
         yield stream  # type: ignore[misc]
 
 
+@contextlib.contextmanager
+def interrupt_held() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside the block until the block has run, then raise it (main thread only:
+    other threads never receive signals). Without it a result could be written but not yet counted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and previous is not signal.SIG_IGN:
+        raise KeyboardInterrupt
+
+
 def write_results(
     results: Iterable[Classification], writer: ResultWriter, summary: RunSummary, total: int, *,
     shares_terminal: bool, quiet: bool = False, verbose: bool = False
@@ -190,8 +209,9 @@ def write_results(
         try:
             for result in results:
                 progress.before_result()
-                writer.write(result)
-                summary.add(result)
+                with interrupt_held():  # written and counted together, so the closing line's count is the file's
+                    writer.write(result)
+                    summary.add(result)
                 if not result.ok:
                     progress.echo(f"failed: {result.source}: {result.error}")
                 elif verbose and result.speed is not None:
