@@ -82,21 +82,28 @@ def test_the_cross_fitted_prior_never_fits_a_fold_on_itself() -> None:
     assert np.mean(corrected.probs[odd].argmax(1) == 4) > 0.9
 
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "training" / "experiments" / "v3-onelook-320"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "training" / "experiments"
+REPORTS = sorted(EXPERIMENTS.glob("*/oof.json"))
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def test_there_are_committed_experiment_reports() -> None:
+    assert (EXPERIMENTS / "v3-onelook-320" / "oof.json") in REPORTS
+
+
 @pytest.mark.skipif(not (DATA / "cassava").is_dir(), reason="needs ../shared/data/cassava (the photos' labels)")
-@pytest.mark.skipif(not (EXPERIMENT / "oof.json").is_file(), reason="no committed v3 experiment")
-def test_the_committed_experiment_report_follows_from_its_probabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("path", REPORTS, ids=lambda p: p.parent.name)
+def test_the_committed_experiment_report_follows_from_its_probabilities(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The model card's out-of-fold figures come from the committed per-fold probabilities: recomputed here from
     them (no model, no training), they must match the committed report."""
     import json
 
     from cassava_edge_training.oof import evaluate_runs
 
-    monkeypatch.chdir(EXPERIMENT.parents[2])  # the runs name their data folders relative to the project root
-    report = json.loads((EXPERIMENT / "oof.json").read_text())
+    monkeypatch.chdir(EXPERIMENTS.parents[1])  # the runs name their data folders relative to the project root
+    report = json.loads(path.read_text())
     runs = [Path(run) for run in report["runs"]]  # relative to the project root, as the report was written
     student = Path(report["holdout"]["student"]["run"]) if "student" in report["holdout"] else None
     again = evaluate_runs(runs, report["holdout"]["fold"], student)
