@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 import click
 
 from cassava_edge.classifier import Classifier
+from cassava_edge.commands.common import model_file_or_name
 from cassava_edge.pipeline import default_workers
 from cassava_edge.results import Classification
 from cassava_edge.sources import find_images
@@ -143,7 +144,7 @@ def print_table(report: dict[str, Any]) -> None:
 @click.option("--workers", type=click.IntRange(min=1), help="Pipelined threads [default: one per core, at most 8].")
 @click.option("--ray-actors", default="1,2", show_default=True,
               help="Ray actor counts, comma list; empty to skip Ray (also skipped when ray[data] is absent).")
-@click.option("--model", type=click.Path(exists=True), help="Model file or folder [default: bundled].")
+@click.option("--model", callback=model_file_or_name, help="Model file or folder [default: bundled].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
 def bulk_command(folder: str, count: int, rounds: int, workers: int | None, ray_actors: str, model: str | None,
                  json_path: str | None) -> None:

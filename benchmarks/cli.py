@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import click
 
-from cassava_edge.commands.common import UsageFailure, check_output_path
+from cassava_edge.commands.common import UsageFailure, check_output_path, model_file_or_name
 from cassava_edge.contract import DEFAULT_SEED
 from cassava_edge.models import PRECISIONS, bundled_models_dir
 from cassava_edge.scan import SCAN_PLANS
@@ -83,7 +83,7 @@ def default_photos_dir() -> Path | None:
 
 
 @click.command("benchmark", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", type=click.Path(exists=True), help="Model file or folder of variants [default: bundled].")
+@click.option("--model", callback=model_file_or_name, help="Model file or folder of variants [default: bundled].")
 @click.option("--photos", multiple=True, type=click.Path(exists=True),
               help="Photo files or folders (repeatable) [default: ../shared/data/cassava/train_images].")
 @click.option("--count", type=click.IntRange(min=1), default=20, show_default=True, help="Timed photos.")

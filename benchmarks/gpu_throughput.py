@@ -29,6 +29,7 @@ import click
 import numpy as np
 
 from cassava_edge.classifier import Classifier
+from cassava_edge.commands.common import model_file_or_name
 from cassava_edge.results import PreparedImage
 from cassava_edge.pipeline import default_workers
 from cassava_edge.sources import find_images
@@ -124,7 +125,7 @@ def format_row(row: dict[str, Any]) -> str:
 @click.option("--variants", default=",".join(VARIANTS), show_default=True, help="Model precisions, comma list.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="classify_many threads [default: one per core, at most 8].")
-@click.option("--model", type=click.Path(exists=True), help="Model folder of variants [default: bundled].")
+@click.option("--model", callback=model_file_or_name, help="Model folder of variants [default: bundled].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the rows as JSON.")
 def main(provider: str, count: int, photos_dir: str | None, batch_sizes: str, variants: str, workers: int | None,
          model: str | None, json_path: str | None) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Iterator
 import click
 
 from cassava_edge.classifier import Classifier
+from cassava_edge.commands.common import model_file_or_name
 from cassava_edge.errors import ImageError
 from cassava_edge.sources import find_images
 
@@ -343,7 +344,7 @@ def print_table(report: dict[str, Any]) -> None:
               help="Requests of the overload run.")
 @click.option("--overload-queue", type=click.IntRange(min=1), default=4, show_default=True,
               help="--max-queue of the overload run's server (its clients: 4x as many).")
-@click.option("--model", type=click.Path(exists=True), help="Model file or folder [default: bundled].")
+@click.option("--model", callback=model_file_or_name, help="Model file or folder [default: bundled].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
 def serve_load_command(folder: str, count: int, requests: int, rounds: int, concurrency: str, overload_requests: int,
                        overload_queue: int, model: str | None, json_path: str | None) -> None:

@@ -312,3 +312,28 @@ def test_benchmark_creates_the_folders_of_its_output_files(tmp_path: Path) -> No
     assert result.exit_code == 2
     assert "--json" in result.output and "cannot write there" in result.output
     assert "Traceback" not in result.output
+
+
+def test_benchmark_takes_a_bundled_model_by_name_as_every_command_does(tmp_path: Path) -> None:
+    """The card's `--model cassava-lite0-512` works here too; an unknown name is one line naming the bundled ones."""
+    from PIL import Image
+
+    from cassava_edge.models import bundled_model_names
+
+    photo = tmp_path / "leaf.jpg"
+    # Big and colourful enough for a real model's trust checks to judge it (size, colour).
+    pixels = np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(photo)
+    result = CliRunner().invoke(benchmark_command, ["--model", "no-such-model", "--photos", str(photo)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "no-such-model: no such model file or folder (bundled models: " in result.output
+    names = bundled_model_names()
+    if not names:
+        pytest.skip("no opt-in model bundled beside the default")
+    report_path = tmp_path / "bench.json"
+    exit_code, output = _run(["--model", names[0], "--photos", str(photo), "--count", "1", "--warmup", "0",
+                              "--provider", "cpu", "--tta", "none", "--json", str(report_path)])
+    assert exit_code == 0, output
+    (run,) = json.loads(report_path.read_text())["configurations"]
+    assert run["status"] == "ok", run.get("reason")
+    assert Path(run["model"]["path"]).parent.name == names[0]

@@ -20,7 +20,7 @@ from click.core import ParameterSource
 from cassava_edge.contract import DEFAULT_SEED
 from cassava_edge.classifier import Classifier
 from cassava_edge.errors import CassavaEdgeError
-from cassava_edge.models import PRECISIONS
+from cassava_edge.models import PRECISIONS, bundled_model_names, default_model_name
 from cassava_edge.scan import SCAN_PLANS
 from cassava_edge.session import PROVIDERS
 from cassava_edge.tta import TTA_PRESETS
@@ -101,6 +101,16 @@ def build_classifier(options: ClassifierOptions) -> Classifier:
     if given_on_command_line("seed") and classifier.tta.name != "seed":
         note(f"--seed has no effect with tta {classifier.tta.name} (only the 'seed' preset draws random views)")
     return classifier
+
+
+def model_file_or_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """click callback for a --model that must be known before any work starts (the benchmarks): an existing file or
+    folder, or the name of a bundled model (e.g. cassava-lite0-512), as every command's --model takes it."""
+    names = [name for name in (default_model_name(), *bundled_model_names()) if name]
+    if value is None or Path(value).exists() or value in names:
+        return value
+    raise click.BadParameter(f"{value}: no such model file or folder (bundled models: {', '.join(names) or 'none'})",
+                             ctx=ctx, param=param)
 
 
 def check_output_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
