@@ -62,6 +62,8 @@ RULES: tuple[Rule, ...] = (
     # Long or needing what a fresh clone does not have.
     Rule(r"^pip install", skip="installs packages (the CI's set-up does)"),
     Rule(r"python -m pytest", skip="the whole test suite (.ci/run runs it)"),
+    Rule(r"python -m training\.(oof|paired|candidates)\b",
+         skip="reads an experiment's runs, or scores whole models on hundreds of photos (tests recompute the reports)"),
     Rule(r"python -m training|^for K in|^COMMON=", skip="training: hours of CPU"),
     Rule(r"python -m export|^cp /tmp/", skip="export: needs a training run folder (runs/) and minutes"),
     Rule(r"--compare-keras runs/", skip="needs a training run's Keras checkpoint (runs/)"),
@@ -108,6 +110,9 @@ def extract(doc: str) -> list[Command]:
         if line.startswith("```"):
             fence = not fence
             in_shell = fence and line[3:].strip() in SHELLS
+            if pending:  # a block ends every command: an unclosed one must not swallow the next blocks
+                commands.append(Command(doc, start, "\n".join(pending)))
+                pending = []
             continue
         if not in_shell:
             continue
@@ -117,7 +122,9 @@ def extract(doc: str) -> list[Command]:
             start = number
         pending.append(line)
         text = "\n".join(pending)
-        continued = line.endswith("\\") or (pending[0].startswith(("for ", "while ")) and line.strip() != "done")
+        # A loop goes on to its `done`, on a line of its own or after a `;` (a one-line loop).
+        loop_open = pending[0].startswith(("for ", "while ")) and not re.search(r"(^|;)\s*done\s*$", line)
+        continued = line.endswith("\\") or loop_open
         if not continued:
             commands.append(Command(doc, start, text))
             pending = []

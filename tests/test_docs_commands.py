@@ -43,13 +43,17 @@ def test_every_documented_command_is_run_or_skipped_for_a_listed_reason() -> Non
 def test_extraction_joins_continued_lines_and_loops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "DOC.md").write_text(
         "text\n```bash\n# a comment\ncassava-edge info \\\n  --format json   # trailing\n\nfor K in 1 2; do\n"
-        "  echo $K\ndone\n```\n```python\nprint('not shell')\n```\n"
+        "  echo $K\ndone\nfor K in 3 4; do echo $K; done\ncassava-edge models\n```\n```python\nprint('not shell')\n"
+        "```\n```bash\ncassava-edge info\n```\n"
     )
     monkeypatch.setattr(docs_commands, "REPO", tmp_path)
     found = docs_commands.extract("DOC.md")
     assert [(c.line, c.written) for c in found] == [
         (4, "cassava-edge info \\\n  --format json   # trailing"),
         (7, "for K in 1 2; do\n  echo $K\ndone"),
+        (10, "for K in 3 4; do echo $K; done"),  # a one-line loop ends on its own line
+        (11, "cassava-edge models"),
+        (17, "cassava-edge info"),
     ]
 
 
