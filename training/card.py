@@ -1,5 +1,6 @@
-"""The model card's results rows, written from an experiment's report (``training.oof`` or ``training.paired``
-JSON), so that the figures in ``models/README.md`` are copied from the report and never typed by hand::
+"""The model card's results rows, written from an experiment's report (``training.oof``, ``training.paired`` or
+``training.candidates`` JSON), so that the figures in ``models/README.md`` are copied from the report and never
+typed by hand::
 
     python -m training.card training/experiments/v3-onelook-320/oof.json
 
@@ -95,7 +96,38 @@ def paired_rows(report: dict) -> list[str]:
     return rows
 
 
+def candidate_rows(report: dict) -> list[str]:
+    """One row per default-model candidate (training.candidates): its figures and flip test, then how it differs
+    from the first candidate on the same photos and how much faster than the reference pipeline it runs."""
+    first = report["candidates"][0]
+    rows = []
+    for name in report["candidates"]:
+        row = figures_row(f"`{name}`", report["figures"][name], report["flip_test"][name])
+        d = report["versus_first"].get(name)
+        versus = "—" if d is None else (
+            f"{d['top1_difference'] * 100:+.1f} points {_interval(d['top1_difference_ci95'])}, right only here "
+            f"{d['right']['only_a']}, only in `{first}` {d['right']['only_b']} (McNemar p {d['right']['mcnemar_p']:.2f})")
+        speed = report["speed"].get(name)
+        ratio = "not measured" if speed is None else (
+            f"{speed['ms_per_photo_mean']:.0f} ms ({speed['plan']}), **{speed['speedup_mean']:.1f}×** "
+            f"(p50 {speed['speedup_p50']:.1f}×)")
+        rows.append(f"{row} {versus} | {ratio} |")
+    return rows
+
+
+def look_rows(report: dict) -> list[str]:
+    """Per candidate, top-1 and the answers that change under each look (training.candidates)."""
+    rows = []
+    for name in report["candidates"]:
+        cells = [f"{figures['top1']:.1%}, {_flips(figures['flip_test'])} changed"
+                 for figures in report["looks"][name].values()]
+        rows.append(f"| `{name}` | {report['figures'][name]['top1']:.1%} | {' | '.join(cells)} |")
+    return rows
+
+
 def rows(report: dict) -> list[str]:
+    if "candidates" in report:
+        return candidate_rows(report) + look_rows(report)
     return paired_rows(report) if "difference" in report else oof_rows(report)
 
 
@@ -103,7 +135,7 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description="Model-card table rows from an experiment report.")
-    parser.add_argument("report", type=Path, help="JSON written by training.oof or training.paired")
+    parser.add_argument("report", type=Path, help="JSON written by training.oof, training.paired or training.candidates")
     args = parser.parse_args()
     try:
         report = json.loads(args.report.read_text(encoding="utf-8"))

@@ -1,0 +1,72 @@
+"""Default-model candidates (training/candidates.py): figures, flip test and pairing from per-photo tables, the
+speed-up read from a benchmark report, and the committed report recomputed from its committed tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cassava_edge_training.candidates import FLIP_LOOK, report_from_tables, speedup, table_path
+from cassava_edge_training.card import candidate_rows, look_rows
+from cassava_edge_training.oof import Scored, write_scored
+
+REPORT = Path(__file__).resolve().parents[1] / "training" / "experiments" / "default-candidates" / "report.json"
+
+
+def _write(folder: Path, name: str, predicted: list[int], after: list[int], labels: list[int]) -> None:
+    keys = [("cassava", f"{i}.jpg") for i in range(len(labels))]
+    for look, answers in ((None, predicted), (FLIP_LOOK, after)):
+        write_scored(table_path(folder, name, look), Scored(keys, np.asarray(labels), np.eye(5)[answers] * 0.9 + 0.02))
+
+
+def _benchmark(mean_ms: float, speedup_mean: float) -> dict:
+    return {"configurations": [{
+        "latency_s": {"mean": mean_ms / 1000, "p50": mean_ms / 1000}, "model": {"precision": "fp32"},
+        "scan": "full", "tta": "seed", "per_photo": [{}] * 3,
+        "keras": {"status": "ok", "speedup_mean": speedup_mean, "speedup_p50": speedup_mean - 1},
+    }]}
+
+
+def test_each_candidate_is_scored_flipped_and_paired_with_the_first(tmp_path: Path) -> None:
+    labels = [0, 1, 2, 3, 4, 3, 3, 3]
+    _write(tmp_path, "old", [0, 1, 2, 3, 3, 3, 3, 0], [0, 1, 4, 3, 3, 3, 3, 0], labels)  # 6 right, 1 flip
+    _write(tmp_path, "new", [0, 1, 2, 3, 4, 3, 3, 3], [0, 1, 2, 3, 4, 4, 4, 3], labels)  # 8 right, 2 flips
+    report = report_from_tables(tmp_path, ["old", "new"], {"new": _benchmark(175.0, 17.6)})
+    assert report["figures"]["old"]["top1"] == pytest.approx(6 / 8)
+    assert report["figures"]["new"]["top1"] == 1.0
+    assert report["flip_test"]["old"]["flipped"] == 1 and report["flip_test"]["new"]["flipped"] == 2
+    versus = report["versus_first"]["new"]
+    assert versus["right"]["only_a"] == 2 and versus["right"]["only_b"] == 0
+    assert versus["flipped"]["only_a"] == 2 and versus["flipped"]["only_b"] == 1
+    assert "old" not in report["versus_first"] and "old" not in report["speed"]
+    old_row, new_row = candidate_rows(report)
+    assert old_row.startswith("| `old` | 8 | 75.0% ") and old_row.endswith("| — | not measured |")
+    assert "+25.0 points" in new_row and new_row.endswith("175 ms (fp32 full x seed), **17.6×** (p50 16.6×) |")
+    # Only the flip test's look was scored here: top-1 under it, and the answers it changed.
+    assert report["looks"]["new"][FLIP_LOOK]["top1"] == pytest.approx(6 / 8)
+    assert look_rows(report) == ["| `old` | 75.0% | 62.5%, 1/8 (12.5%) changed |",
+                                 "| `new` | 100.0% | 75.0%, 2/8 (25.0%) changed |"]
+
+
+def test_a_benchmark_without_the_reference_is_refused() -> None:
+    benchmark = _benchmark(80.0, 1.0)
+    del benchmark["configurations"][0]["keras"]
+    with pytest.raises(ValueError, match="--compare-keras"):
+        speedup(benchmark)
+
+
+
+@pytest.mark.skipif(not REPORT.is_file(), reason="no committed candidates report")
+def test_the_committed_candidates_report_follows_from_its_tables() -> None:
+    """The card's candidate figures come from the committed per-photo probabilities (no model needed)."""
+    report = json.loads(REPORT.read_text())
+    again = report_from_tables(REPORT.parent, report["candidates"])
+    for name in report["candidates"]:
+        assert again["figures"][name]["top1"] == pytest.approx(report["figures"][name]["top1"])
+        assert again["figures"][name]["macro_recall"] == pytest.approx(report["figures"][name]["macro_recall"])
+        assert again["flip_test"][name]["flipped"] == report["flip_test"][name]["flipped"]
+    for name, versus in report["versus_first"].items():
+        assert again["versus_first"][name]["right"] == versus["right"]
