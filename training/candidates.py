@@ -24,6 +24,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from cassava_edge.errors import CassavaEdgeError
+
 from .oof import Scored, figures, flip_share, read_probabilities, write_scored
 from .paired import discordant, paired
 
@@ -108,6 +110,31 @@ def report_from_tables(folder: Path, names: Sequence[str], benchmarks: dict[str,
     return report
 
 
+def run(candidates: Sequence[str], photo_specs: Sequence[str], benchmark_files: dict[str, str], output: Path) -> dict:
+    """Score every candidate on the photos (FOLDER or FOLDER=IDS_FILE each), write its tables and the report."""
+    from cassava_edge.labelled import read_ids, read_labelled
+
+    photos = []
+    for spec in photo_specs:
+        folder, _, ids = spec.partition("=")
+        chosen = read_labelled(folder, ids=read_ids(ids) if ids else None)
+        photos += [(Path(folder).name, photo.path.name, photo.label, photo.path) for photo in chosen]
+    benchmarks = {name: json.loads(Path(path).read_text()) for name, path in benchmark_files.items()}
+    output.mkdir(parents=True, exist_ok=True)
+    names = [Path(candidate).name.removesuffix(".onnx") for candidate in candidates]
+    unknown = sorted(set(benchmarks) - set(names))
+    if unknown:
+        raise ValueError(f"--benchmark {unknown[0]}: no such candidate (candidates: {', '.join(names)})")
+    for name, candidate in zip(names, candidates):
+        for look, scored in score_candidate(candidate, photos).items():
+            write_scored(table_path(output, name, look), scored)
+        print(f"{name}: scored {len(photos)} photos", flush=True)
+    report = report_from_tables(output, names, benchmarks)
+    report["photos"] = list(photo_specs)
+    (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def _pairs(values: Sequence[str], option: str) -> dict[str, str]:
     pairs = {}
     for value in values:
@@ -121,8 +148,6 @@ def _pairs(values: Sequence[str], option: str) -> dict[str, str]:
 def main() -> None:
     import argparse
 
-    from cassava_edge.labelled import read_ids, read_labelled
-
     parser = argparse.ArgumentParser(description="Default-model candidates on photos none of them trained on.")
     parser.add_argument("--candidate", action="append", required=True,
                         help="model name, file or folder (repeatable; the first is the one the others are paired with)")
@@ -133,21 +158,10 @@ def main() -> None:
                         help="NAME=JSON of `cassava-edge benchmark --compare-keras seed-b3` for that candidate")
     parser.add_argument("--output", required=True, type=Path, help="folder for the CSVs and report.json")
     args = parser.parse_args()
-    photos = []
-    for spec in args.photos:
-        folder, _, ids = spec.partition("=")
-        chosen = read_labelled(folder, ids=read_ids(ids) if ids else None)
-        photos += [(Path(folder).name, photo.path.name, photo.label, photo.path) for photo in chosen]
-    benchmarks = {name: json.loads(Path(path).read_text()) for name, path in _pairs(args.benchmark, "--benchmark").items()}
-    args.output.mkdir(parents=True, exist_ok=True)
-    names = [Path(candidate).name.removesuffix(".onnx") for candidate in args.candidate]
-    for name, candidate in zip(names, args.candidate):
-        for look, scored in score_candidate(candidate, photos).items():
-            write_scored(table_path(args.output, name, look), scored)
-        print(f"{name}: scored {len(photos)} photos", flush=True)
-    report = report_from_tables(args.output, names, benchmarks)
-    report["photos"] = list(args.photos)
-    (args.output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    try:
+        report = run(args.candidate, args.photos, _pairs(args.benchmark, "--benchmark"), args.output)
+    except (CassavaEdgeError, OSError, ValueError, KeyError) as error:
+        raise SystemExit(f"error: {error}") from None
     from .card import rows
 
     print("\n".join(rows(report)))

@@ -119,8 +119,7 @@ def look_rows(report: dict) -> list[str]:
     """Per candidate, top-1 and the answers that change under each look (training.candidates)."""
     rows = []
     for name in report["candidates"]:
-        cells = [f"{figures['top1']:.1%}, {_flips(figures['flip_test'])} changed"
-                 for figures in report["looks"][name].values()]
+        cells = [f"{look['top1']:.1%}, {_flips(look['flip_test'])} changed" for look in report["looks"][name].values()]
         rows.append(f"| `{name}` | {report['figures'][name]['top1']:.1%} | {' | '.join(cells)} |")
     return rows
 
