@@ -68,6 +68,11 @@ def default_model_name() -> str | None:
     return stems.pop() if len(stems) == 1 else None
 
 
+def model_names() -> list[str]:
+    """Every name `--model` takes for a bundled model: the default one first, then the opt-in ones."""
+    return [name for name in (default_model_name(), *bundled_model_names()) if name]
+
+
 @dataclass(frozen=True)
 class BundledModel:
     """One model shipped with the package, as `cassava-edge models` lists it: its name and its variant files."""
@@ -165,7 +170,7 @@ def resolve_model(model: str | Path | None, provider: str = "cpu", variant: str 
     if path.is_dir():
         return pick_variant(path, provider, variant)
     if not path.exists():
-        names = ", ".join(name for name in (default_model_name(), *bundled_model_names()) if name)
+        names = ", ".join(model_names())
         raise ModelError(f"{path}: no such model file or folder" + (f" (bundled models: {names})" if names else ""))
     if path.suffix.lower() != ".onnx":
         raise ModelError(f"{path}: not an ONNX model (expected a .onnx file)")

@@ -20,7 +20,7 @@ from click.core import ParameterSource
 from cassava_edge.contract import DEFAULT_SEED
 from cassava_edge.classifier import Classifier
 from cassava_edge.errors import CassavaEdgeError
-from cassava_edge.models import PRECISIONS, bundled_model_names, default_model_name
+from cassava_edge.models import PRECISIONS, model_names
 from cassava_edge.scan import SCAN_PLANS
 from cassava_edge.session import PROVIDERS
 from cassava_edge.tta import TTA_PRESETS
@@ -106,7 +106,7 @@ def build_classifier(options: ClassifierOptions) -> Classifier:
 def model_file_or_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """click callback for a --model that must be known before any work starts (the benchmarks): an existing file or
     folder, or the name of a bundled model (e.g. cassava-lite0-512), as every command's --model takes it."""
-    names = [name for name in (default_model_name(), *bundled_model_names()) if name]
+    names = model_names()
     if value is None or Path(value).exists() or value in names:
         return value
     raise click.BadParameter(f"{value}: no such model file or folder (bundled models: {', '.join(names) or 'none'})",
