@@ -70,3 +70,32 @@ def test_the_committed_candidates_report_follows_from_its_tables() -> None:
         assert again["flip_test"][name]["flipped"] == report["flip_test"][name]["flipped"]
     for name, versus in report["versus_first"].items():
         assert again["versus_first"][name]["right"] == versus["right"]
+
+
+def test_reuse_tables_scores_only_the_candidates_without_tables_for_these_photos(tmp_path: Path, monkeypatch) -> None:
+    from cassava_edge_training import candidates
+
+    photos = tmp_path / "photos"
+    (photos / "train_images").mkdir(parents=True)
+    (photos / "train.csv").write_text("image_id,label\na.jpg,0\nb.jpg,3\n")
+    for name in ("a.jpg", "b.jpg"):
+        (photos / "train_images" / name).write_bytes(b"")  # never decoded: scoring is replaced below
+    scored_names: list[str] = []
+
+    def fake_score(model: str, chosen: list) -> dict:
+        scored_names.append(model)
+        keys = [(folder, image_id) for folder, image_id, _, _ in chosen]
+        labels = np.asarray([label for _, _, label, _ in chosen])
+        table = Scored(keys, labels, np.eye(5)[labels] * 0.9 + 0.02)
+        return {look: table for look in (None, *candidates.looks())}
+
+    monkeypatch.setattr(candidates, "score_candidate", fake_score)
+    output = tmp_path / "out"
+    candidates.run(["old", "new"], [str(photos)], {}, output)
+    assert scored_names == ["old", "new"]
+    candidates.run(["old", "new", "newer"], [str(photos)], {}, output, reuse_tables=True)
+    assert scored_names[2:] == ["newer"]  # the others' tables cover exactly these photos
+    (photos / "train.csv").write_text("image_id,label\na.jpg,0\n")  # other photos: every table is stale
+    report = candidates.run(["old", "new"], [str(photos)], {}, output, reuse_tables=True)
+    assert scored_names[3:] == ["old", "new"]
+    assert report["figures"]["old"]["photos"] == 1

@@ -110,8 +110,18 @@ def report_from_tables(folder: Path, names: Sequence[str], benchmarks: dict[str,
     return report
 
 
-def run(candidates: Sequence[str], photo_specs: Sequence[str], benchmark_files: dict[str, str], output: Path) -> dict:
-    """Score every candidate on the photos (FOLDER or FOLDER=IDS_FILE each), write its tables and the report."""
+def has_tables(folder: Path, name: str, keys: list[tuple[str, str]]) -> bool:
+    """Whether `folder` already holds the candidate's tables, as it is and under every look, for exactly these photos."""
+    paths = [table_path(folder, name, look) for look in (None, *looks())]
+    return all(path.is_file() and sorted(read_probabilities(path).keys) == sorted(keys) for path in paths)
+
+
+def run(candidates: Sequence[str], photo_specs: Sequence[str], benchmark_files: dict[str, str], output: Path,
+        reuse_tables: bool = False) -> dict:
+    """Score every candidate on the photos (FOLDER or FOLDER=IDS_FILE each), write its tables and the report.
+
+    With `reuse_tables`, a candidate whose tables in `output` cover exactly these photos is not scored again, so
+    that adding a candidate to a committed comparison costs only the new one's scoring."""
     from cassava_edge.labelled import read_ids, read_labelled
 
     photos = []
@@ -125,7 +135,11 @@ def run(candidates: Sequence[str], photo_specs: Sequence[str], benchmark_files: 
     unknown = sorted(set(benchmarks) - set(names))
     if unknown:
         raise ValueError(f"--benchmark {unknown[0]}: no such candidate (candidates: {', '.join(names)})")
+    keys = [(folder, image_id) for folder, image_id, _, _ in photos]
     for name, candidate in zip(names, candidates):
+        if reuse_tables and has_tables(output, name, keys):
+            print(f"{name}: tables kept", flush=True)
+            continue
         for look, scored in score_candidate(candidate, photos).items():
             write_scored(table_path(output, name, look), scored)
         print(f"{name}: scored {len(photos)} photos", flush=True)
@@ -157,9 +171,12 @@ def main() -> None:
     parser.add_argument("--benchmark", action="append", default=[],
                         help="NAME=JSON of `cassava-edge benchmark --compare-keras seed-b3` for that candidate")
     parser.add_argument("--output", required=True, type=Path, help="folder for the CSVs and report.json")
+    parser.add_argument("--reuse-tables", action="store_true",
+                        help="keep a candidate's tables already in --output when they cover exactly these photos")
     args = parser.parse_args()
     try:
-        report = run(args.candidate, args.photos, _pairs(args.benchmark, "--benchmark"), args.output)
+        report = run(args.candidate, args.photos, _pairs(args.benchmark, "--benchmark"), args.output,
+                     args.reuse_tables)
     except (CassavaEdgeError, OSError, ValueError, KeyError) as error:
         raise SystemExit(f"error: {error}") from None
     from .card import rows

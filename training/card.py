@@ -57,7 +57,7 @@ def oof_rows(report: dict) -> list[str]:
     holdout = report.get("holdout")
     if holdout:
         fold, members = holdout["fold"], holdout["members"]
-        rows.append(figures_row(f"fold-ensemble ({members} models) on fold {fold}, unseen by all",
+        rows.append(figures_row(f"fold-ensemble ({members} model{'' if members == 1 else 's'}) on fold {fold}, unseen by all",
                                 holdout["ensemble"]))
         rows.append(figures_row("the same, with the prior", holdout["ensemble_with_prior"]))
         if "student" in holdout:
