@@ -43,6 +43,13 @@ def many_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A command started from a terminal has SIGINT at its default; one started in the background by a shell without
+    job control (`cmd &` in a script, as some CI launchers do) inherits it ignored, and an ignored Ctrl-C rightly
+    interrupts nothing. Give the command a terminal's default so that these tests test the command, not the launcher."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_after_first_result(args: list[str], output: Path, *, timeout: float = 240.0) -> tuple[int, str, str]:
     """Run `cassava-edge classify ARGS`, send SIGINT to its process group once `output` holds a result, and
     return (exit code, stdout, stderr)."""
@@ -50,7 +57,7 @@ def interrupt_after_first_result(args: list[str], output: Path, *, timeout: floa
     env.pop("CASSAVA_EDGE_DEBUG", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "cassava_edge", "classify", *args], cwd=REPO_ROOT, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     deadline = time.monotonic() + timeout
     try:
@@ -143,9 +150,14 @@ class InterruptingWriter(JsonlWriter):
 
 
 def test_a_ctrl_c_right_after_a_write_still_counts_that_result() -> None:
+    # As in a terminal, whatever this test process inherited from its launcher (see _ctrl_c_as_in_a_terminal).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     stream = io.StringIO()
     summary = RunSummary()
     results = (Classification.failed(f"<photo{index}>", "unreadable") for index in range(10))
-    write_results(results, InterruptingWriter(stream, at=3), summary, 10, shares_terminal=False, quiet=True)
+    try:
+        write_results(results, InterruptingWriter(stream, at=3), summary, 10, shares_terminal=False, quiet=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert summary.interrupted
     assert summary.total == len(stream.getvalue().splitlines()) == 3
