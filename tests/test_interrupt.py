@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -43,11 +44,16 @@ def many_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _ctrl_c_as_in_a_terminal() -> None:
+@pytest.fixture(autouse=True)
+def ctrl_c_as_in_a_terminal() -> Iterator[None]:
     """A command started from a terminal has SIGINT at its default; one started in the background by a shell without
     job control (`cmd &` in a script, as some CI launchers do) inherits it ignored, and an ignored Ctrl-C rightly
-    interrupts nothing. Give the command a terminal's default so that these tests test the command, not the launcher."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    interrupts nothing. So this process takes Python's own handler while a test runs: the commands it starts get
+    SIGINT at its default (a handler, unlike an ignore, is not inherited), and these tests test the command, not the
+    launcher."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def interrupt_after_first_result(args: list[str], output: Path, *, timeout: float = 240.0) -> tuple[int, str, str]:
@@ -57,7 +63,7 @@ def interrupt_after_first_result(args: list[str], output: Path, *, timeout: floa
     env.pop("CASSAVA_EDGE_DEBUG", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "cassava_edge", "classify", *args], cwd=REPO_ROOT, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     try:
@@ -150,14 +156,9 @@ class InterruptingWriter(JsonlWriter):
 
 
 def test_a_ctrl_c_right_after_a_write_still_counts_that_result() -> None:
-    # As in a terminal, whatever this test process inherited from its launcher (see _ctrl_c_as_in_a_terminal).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     stream = io.StringIO()
     summary = RunSummary()
     results = (Classification.failed(f"<photo{index}>", "unreadable") for index in range(10))
-    try:
-        write_results(results, InterruptingWriter(stream, at=3), summary, 10, shares_terminal=False, quiet=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    write_results(results, InterruptingWriter(stream, at=3), summary, 10, shares_terminal=False, quiet=True)
     assert summary.interrupted
     assert summary.total == len(stream.getvalue().splitlines()) == 3

@@ -57,8 +57,8 @@ def oof_rows(report: dict) -> list[str]:
     holdout = report.get("holdout")
     if holdout:
         fold, members = holdout["fold"], holdout["members"]
-        rows.append(figures_row(f"fold-ensemble ({members} model{'' if members == 1 else 's'}) on fold {fold}, unseen by all",
-                                holdout["ensemble"]))
+        models = "1 model" if members == 1 else f"{members} models"
+        rows.append(figures_row(f"fold-ensemble ({models}) on fold {fold}, unseen by all", holdout["ensemble"]))
         rows.append(figures_row("the same, with the prior", holdout["ensemble_with_prior"]))
         if "student" in holdout:
             student = holdout["student"]
