@@ -252,8 +252,8 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Model name, e.g. cassava-lite0 (its variants are calibrated too).")
-@click.option("--validation", type=click.Path(path_type=Path), required=True,
-              help="Kaggle-layout folder the validation ids are in.")
+@click.option("--validation", type=click.Path(path_type=Path), required=True, multiple=True,
+              help="Kaggle-layout folder the validation ids are in (repeatable: each id in one of them).")
 @click.option("--validation-list", type=click.Path(path_type=Path), required=True, help="Validation ids.")
 @click.option("--cassava", "cassava_folders", multiple=True, type=click.Path(path_type=Path), required=True,
               help="Cassava training folders for the not-cassava head (validation ids are left out; repeatable).")
@@ -264,11 +264,12 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
               help="Share of cassava validation photos the not-cassava threshold may flag.")
 @click.option("--distance-components", type=click.IntRange(min=0), default=DISTANCE_COMPONENTS, show_default=True,
               help="Principal directions of the Mahalanobis distance from cassava (0: the regression alone).")
-def main(folder: Path, name: str, validation: Path, validation_list: Path, cassava_folders: tuple[Path, ...],
-         not_cassava: Path, cassava_count: int, max_cassava_flagged: float, distance_components: int) -> None:
+def main(folder: Path, name: str, validation: tuple[Path, ...], validation_list: Path,
+         cassava_folders: tuple[Path, ...], not_cassava: Path, cassava_count: int, max_cassava_flagged: float,
+         distance_components: int) -> None:
     """Fit the not-cassava head, the calibration and the minimum confidence into exported files."""
     try:
-        for path in (folder, validation, not_cassava, *cassava_folders):
+        for path in (folder, *validation, not_cassava, *cassava_folders):
             if not path.is_dir():
                 raise InputError(f"{path}: no such folder")
         photos = read_validation_photos(validation, validation_list)

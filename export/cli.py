@@ -40,8 +40,9 @@ def _variants(value: str) -> tuple[str, ...]:
               help="int8: folder of training photos, or a Kaggle-layout folder (repeatable; default: the run's data).")
 @click.option("--calibration-count", default=64, show_default=True,
               help="int8: photos to calibrate on (all their grid crops).")
-@click.option("--validation", type=click.Path(path_type=Path),
-              help="Kaggle-layout folder (train.csv + train_images/) to measure accuracy on (default: the run's).")
+@click.option("--validation", type=click.Path(path_type=Path), multiple=True,
+              help="Kaggle-layout folder (train.csv + train_images/) to measure accuracy on (repeatable: the ids of "
+                   "--validation-list may lie in any one of them; default: the run's).")
 @click.option("--validation-list", type=click.Path(path_type=Path),
               help="Ids to validate on (default: the run's validation_ids.txt); they are left out of calibration.")
 @click.option("--default-tta", default=DEFAULT_TTA, show_default=True, help="The model's TTA preset (metadata).")
@@ -52,7 +53,7 @@ def _variants(value: str) -> tuple[str, ...]:
 @click.option("--seed", default=0, show_default=True, help="Seed of the calibration photo draw.")
 @click.option("--force", is_flag=True, help="Keep a variant that loses more than 1 accuracy point.")
 def main(source: Path, output: Path, name: str | None, variants: str, calibration: tuple[Path, ...],
-         calibration_count: int, validation: Path | None, validation_list: Path | None, default_tta: str,
+         calibration_count: int, validation: tuple[Path, ...], validation_list: Path | None, default_tta: str,
          default_scan: str, photo_short_side: int | None, int8_configs: str, seed: int, force: bool) -> None:
     """Export SOURCE (a training run folder or a .keras file) to ONNX: NAME.onnx (fp32), NAME.fp16.onnx,
     NAME.int8.onnx and NAME.variants.json (sizes, parity, accuracy, latency)."""

@@ -6,6 +6,7 @@ Decoding and cropping are the runtime's own functions (`cassava_edge.imaging.loa
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,28 +37,39 @@ class CropSet:
         return self.crops.astype(np.float32)
 
 
-def read_validation_photos(folder: Path, ids_file: Path | None) -> list[LabelledPhoto]:
-    """The labelled photos of a Kaggle-layout folder (train.csv + train_images/), only the ids of `ids_file`."""
+def read_validation_photos(folders: Path | Sequence[Path], ids_file: Path | None) -> list[LabelledPhoto]:
+    """The labelled photos of Kaggle-layout folders (train.csv + train_images/), only the ids of `ids_file`.
+
+    Over several folders (a fold run validates on `cassava/` and `cassava-more/`) each id must name a photo of
+    exactly one of them: the list holds file names, not folders."""
     from cassava_edge_training.data import DataError, read_kaggle_folder  # no TensorFlow at import
 
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such validation folder")
-    try:
-        # skip_bad: a broken photo elsewhere in the folder must not stop the export; missing ids are checked below.
-        samples = read_kaggle_folder(folder, skip_bad=True)
-    except DataError as exc:
-        raise InputError(str(exc).splitlines()[0]) from None
+    folders = [folders] if isinstance(folders, Path) else list(folders)
+    samples = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such validation folder")
+        try:
+            # skip_bad: a broken photo elsewhere in the folder must not stop the export; missing ids are checked below.
+            samples += read_kaggle_folder(folder, skip_bad=True)
+        except DataError as exc:
+            raise InputError(str(exc).splitlines()[0]) from None
     if ids_file is None:
         return [LabelledPhoto(Path(s.path), s.label) for s in samples]
     if not ids_file.is_file():
         raise InputError(f"{ids_file}: no such validation list")
     ids = set(read_ids(ids_file))
-    chosen = [LabelledPhoto(Path(s.path), s.label) for s in samples if s.image_id in ids]
-    missing = ids - {s.image_id for s in samples}
+    chosen = [s for s in samples if s.image_id in ids]
+    where = " or ".join(str(f) for f in folders)
+    missing = ids - {s.image_id for s in chosen}
     if missing:
-        raise InputError(f"{ids_file}: {len(missing)} of its ids are not usable photos in {folder}, "
+        raise InputError(f"{ids_file}: {len(missing)} of its ids are not usable photos in {where}, "
                          f"e.g. {', '.join(sorted(missing)[:3])}")
-    return chosen
+    twice = sorted(image_id for image_id, n in Counter(s.image_id for s in chosen).items() if n > 1)
+    if twice:
+        raise InputError(f"{ids_file}: {len(twice)} of its ids name a photo in more than one of {where}, "
+                         f"e.g. {', '.join(twice[:3])}; pass the one folder with --validation")
+    return [LabelledPhoto(Path(s.path), s.label) for s in chosen]
 
 
 def image_folder(folder: Path) -> Path:

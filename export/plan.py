@@ -31,7 +31,7 @@ class ExportRequest:
     variants: tuple[str, ...] = ()
     calibration: tuple[Path, ...] = ()
     calibration_count: int = 64
-    validation: Path | None = None
+    validation: tuple[Path, ...] = ()  # empty: the run's own validation folders
     validation_list: Path | None = None
     default_tta: str = DEFAULT_TTA
     default_scan: str = DEFAULT_SCAN
@@ -93,18 +93,20 @@ def plan_export(request: ExportRequest, echo: Echo) -> ExportPlan:
                          "pass --photo-short-side")
     out_dir, name = _output(request, source)
 
-    validation_dir, ids_file = _validation_source(request, source)
+    validation_dirs, ids_file = _validation_source(request, source)
     validation: list[LabelledPhoto] = []
     validation_desc: dict[str, Any] = {}
-    if validation_dir is not None:
-        validation = read_validation_photos(validation_dir, ids_file)
+    if validation_dirs:
+        validation = read_validation_photos(validation_dirs, ids_file)
+        where = ", ".join(str(d) for d in validation_dirs)
         if not validation:
-            raise InputError(f"{validation_dir}: no validation photos")
-        validation_desc = {"folder": portable_path(validation_dir),
+            raise InputError(f"{where}: no validation photos")
+        folders = [portable_path(d) for d in validation_dirs]
+        validation_desc = {**({"folder": folders[0]} if len(folders) == 1 else {"folders": folders}),
                            "list": portable_path(ids_file) if ids_file else None,
                            "photos": len(validation), "scan": request.default_scan, "tta": "none"}
         if ids_file is None:
-            echo(f"note: validating on every photo of {validation_dir} (no validation list given)")
+            echo(f"note: validating on every photo of {where} (no validation list given)")
     elif request.variants:
         raise InputError("variants are measured against a labelled validation set: pass --validation DIR "
                          "(Kaggle layout) and --validation-list FILE")
@@ -138,19 +140,20 @@ def _output(request: ExportRequest, source: ExportSource) -> tuple[Path, str]:
     return out_dir, name
 
 
-def _validation_source(request: ExportRequest, source: ExportSource) -> tuple[Path | None, Path | None]:
-    """The validation folder and id list: as given, else the run's own validation split."""
+def _validation_source(request: ExportRequest, source: ExportSource) -> tuple[list[Path], Path | None]:
+    """The validation folders and id list: as given, else the run's own validation split."""
     if request.validation_list is not None and not request.validation_list.is_file():
         raise InputError(f"{request.validation_list}: no such validation list")
-    run_folder = source.validation_folder()
-    folder = request.validation or run_folder
-    if folder is None:
+    run_folders = source.validation_folders()
+    folders = list(request.validation) or run_folders
+    if not folders:
         if request.validation_list is not None:
             raise InputError("--validation-list needs --validation DIR (the folder the ids are in)")
-        return None, None
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such validation folder")
+        return [], None
+    for folder in folders:
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such validation folder")
     ids = request.validation_list
-    if ids is None and run_folder is not None and folder.resolve() == run_folder.resolve():
+    if ids is None and run_folders and {f.resolve() for f in folders} == {f.resolve() for f in run_folders}:
         ids = source.validation_ids_file  # the run's own split: its validation_ids.txt
-    return folder, ids
+    return folders, ids

@@ -38,13 +38,34 @@ class ExportSource:
         folder, then to the repository root, where training is normally run)."""
         return [p for p in (_existing(name) for name in self.training_config.get("data", [])) if p is not None]
 
-    def validation_folder(self) -> Path | None:
-        """The folder training took its validation photos from (config `validation_folder`, else the first)."""
+    def validation_folders(self) -> list[Path]:
+        """The folders training took its validation photos from: config `validation_folder`; for a fold run
+        (`--fold`) every data folder its fold file names (`cassava/` and `cassava-more/`: the copies in other
+        folders can share an original's file name); else the first."""
         name = self.training_config.get("validation_folder")
-        if name:
-            return next((p for p in self.data_folders() if p.name == Path(name).name), _existing(name))
         folders = self.data_folders()
-        return folders[0] if folders else None
+        if name:
+            named = next((p for p in folders if p.name == Path(name).name), _existing(name))
+            return [named] if named is not None else []
+        if self.training_config.get("fold") is not None:
+            in_folds = {folder for folder, _ in self._fold_keys()}
+            return [p for p in folders if p.name in in_folds]
+        return folders[:1]
+
+    def _fold_keys(self) -> set[tuple[str, str]]:
+        from cassava_edge_training.data import DataError  # no TensorFlow at import
+        from cassava_edge_training.folds import DEFAULT_FOLDS_FILE, read_folds
+
+        named = self.training_config.get("folds")
+        candidates = (Path(named), REPO_ROOT / named) if named else (DEFAULT_FOLDS_FILE,)
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            raise InputError(f"{named or DEFAULT_FOLDS_FILE}: the run's fold file is not here; "
+                             "pass --validation DIR and --validation-list FILE")
+        try:
+            return set(read_folds(path))
+        except DataError as exc:
+            raise InputError(str(exc)) from None
 
 
 def find_source(path: str | Path) -> ExportSource:
