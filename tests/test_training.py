@@ -319,7 +319,9 @@ def test_epoch_order_draws_the_asked_class_shares() -> None:
 # --- cross-validation folds (issue 17) and the training CLI's refusals (issue 19) ---
 
 def _samples(count_per_class: int, folder: str = "cassava") -> list[Sample]:
-    return [Sample(f"/x/{folder}/{label}-{i}.jpg", label, f"{label}-{i}.jpg", folder)
+    """Photos of one folder; image ids are unique across folders, as Kaggle's are (a shared id is a copy)."""
+    prefix = "" if folder == "cassava" else f"{folder}-"
+    return [Sample(f"/x/{folder}/{prefix}{label}-{i}.jpg", label, f"{prefix}{label}-{i}.jpg", folder)
             for label in range(5) for i in range(count_per_class)]
 
 
@@ -384,6 +386,43 @@ def test_an_excluded_fold_is_neither_trained_nor_validated_on(tmp_path: Path) ->
         split_by_fold(by_folder, read_folds(path), 2, path, exclude=(2,))
     with pytest.raises(ValueError, match="--exclude-fold needs --fold"):
         TrainConfig(data=["d"], exclude_folds=[1])
+
+
+def test_copies_of_held_out_photos_are_not_trained_on(tmp_path: Path) -> None:
+    """A copy keeps its original's image id (two Roboflow copies are copies of cassava/ originals): when the
+    original validates or is excluded, its copy must not train."""
+    import cv2
+
+    from cassava_edge_training.folds import read_folds, split_by_fold
+    from cassava_edge_training.train import split_samples
+
+    originals = _samples(3)
+    path = _fold_file(tmp_path / "f.csv", [(s.folder, s.image_id, s.label, i % 3) for i, s in enumerate(originals)])
+    validated, excluded, trained = originals[0], originals[2], originals[1]  # folds 0, 2 and 1
+    copies = [Sample(f"/x/cassava-roboflow/{s.image_id}", s.label, s.image_id, "cassava-roboflow")
+              for s in (validated, excluded, trained)] + _samples(1, "cassava-roboflow")
+    train, val = split_by_fold({"cassava": originals, "cassava-roboflow": copies}, read_folds(path), 0, path,
+                               exclude=(2,))
+    trained_copies = {s.image_id for s in train if s.folder == "cassava-roboflow"}
+    assert validated.image_id not in trained_copies and excluded.image_id not in trained_copies
+    assert trained.image_id in trained_copies and len(trained_copies) == 1 + 5
+    assert validated in val
+
+    # The same on a fixed validation list (v2's split).
+    folder = tmp_path / "data"
+    for name, samples in (("cassava", originals), ("cassava-roboflow", copies)):
+        (folder / name / "train_images").mkdir(parents=True)
+        with (folder / name / "train.csv").open("w") as handle:
+            handle.write("image_id,label\n" + "".join(f"{s.image_id},{s.label}\n" for s in samples))
+        for s in samples:
+            cv2.imwrite(str(folder / name / "train_images" / s.image_id), np.zeros((8, 8, 3), np.uint8))
+    ids = tmp_path / "ids.txt"
+    ids.write_text(validated.image_id + "\n")
+    config = TrainConfig(data=[str(folder / "cassava"), str(folder / "cassava-roboflow")], validation_list=str(ids))
+    train, val = split_samples(config)
+    assert [s.image_id for s in val] == [validated.image_id]
+    assert validated.image_id not in {s.image_id for s in train}
+    assert excluded.image_id in {s.image_id for s in train if s.folder == "cassava-roboflow"}
 
 
 def test_fold_file_naming_a_missing_photo_or_one_photo_twice_stops_with_one_line(tmp_path: Path) -> None:

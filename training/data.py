@@ -135,6 +135,19 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple
     return train, val
 
 
+def without_copies_of(train: list[Sample], held_out: list[Sample]) -> list[Sample]:
+    """`train` without the photos that share a held-out photo's image id. A Kaggle image id names one photo, and
+    copies keep it: two of the Roboflow copies are copies of `cassava/` originals, so training on such a copy would
+    be training on the photo it is validated on. Prints how many were left out."""
+    held_ids = {s.image_id for s in held_out}
+    kept = [s for s in train if s.image_id not in held_ids]
+    dropped = [s for s in train if s.image_id in held_ids]
+    if dropped:
+        print(f"left out {len(dropped)} training photo(s) with a held-out photo's image id (a copy of it): "
+              + ", ".join(f"{s.folder}/{s.image_id}" for s in dropped[:3]))
+    return kept
+
+
 def class_weights(samples: list[Sample], mode: str, folder: str | None = None) -> dict[int, float] | None:
     """Per-class loss weights from the class counts of `samples` (of data folder `folder` only, when given)."""
     if mode == "none":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import NUM_CLASSES, DataError, Sample
+from .data import NUM_CLASSES, DataError, Sample, without_copies_of
 
 FOLD_COLUMNS = ("folder", "image_id", "label", "fold")
 DEFAULT_FOLDS_FILE = Path(__file__).with_name("folds.csv")
@@ -73,7 +73,8 @@ def split_by_fold(by_folder: dict[str, list[Sample]], folds: dict[tuple[str, str
     """Training and validation samples for held-out `fold`: the fold's photos validate, every other photo of every
     data folder trains (fold-file folders that are not among the data folders are ignored, so a run on the
     originals alone still works). Photos of the `exclude` folds are used for neither: a fold held out of a whole
-    procedure (fold models, their ensemble, the student distilled from it) stays unseen by all of it.
+    procedure (fold models, their ensemble, the student distilled from it) stays unseen by all of it. Nor are
+    copies of either (the same image id in another folder).
     A listed photo that is missing from its data folder stops here, naming it."""
     numbers = sorted(set(folds.values()))
     for number in (fold, *exclude):
@@ -87,16 +88,14 @@ def split_by_fold(by_folder: dict[str, list[Sample]], folds: dict[tuple[str, str
         folder, image_id = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise DataError(f"{path}: names {folder}/{image_id}, which is not in the data folder {folder}{more}")
-    train, val = [], []
+    train, val, excluded = [], [], []
     for samples in by_folder.values():
         for sample in samples:
             number = folds.get((sample.folder, sample.image_id))
-            if number in exclude:
-                continue
-            (val if number == fold else train).append(sample)
+            (excluded if number in exclude else val if number == fold else train).append(sample)
     if not val:
         raise DataError(f"{path}: fold {fold} has no photo in the data folders given")
-    return train, val
+    return without_copies_of(train, val + excluded), val
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from cassava_edge.metadata import CASSAVA_LABELS
 from .config import RECIPE_RESTORE_ASPECT, TrainConfig
 from .data import (
     NUM_CLASSES, DataError, Sample, centre_crops, class_weights, load_photos, make_dataset, mix_batch, parse_aspect,
-    read_kaggle_folder, stratified_split,
+    read_kaggle_folder, stratified_split, without_copies_of,
 )
 from .validation import MONITOR, make_callback, plans_for, write_probabilities
 
@@ -84,6 +84,7 @@ def split_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     for name, samples in by_folder.items():
         if name != val_folder:
             train += samples
+    train = without_copies_of(train, val)
     if not train or not val:
         raise DataError(f"need photos for both training ({len(train)}) and validation ({len(val)})")
     return train, val
