@@ -48,11 +48,12 @@ class ExportSource:
             named = next((p for p in folders if p.name == Path(name).name), _existing(name))
             return [named] if named is not None else []
         if self.training_config.get("fold") is not None:
-            in_folds = {folder for folder, _ in self._fold_keys()}
+            in_folds = self._fold_file_folders()
             return [p for p in folders if p.name in in_folds]
         return folders[:1]
 
-    def _fold_keys(self) -> set[tuple[str, str]]:
+    def _fold_file_folders(self) -> set[str]:
+        """The folder names the run's fold file lists."""
         from cassava_edge_training.data import DataError  # no TensorFlow at import
         from cassava_edge_training.folds import DEFAULT_FOLDS_FILE, read_folds
 
@@ -63,7 +64,7 @@ class ExportSource:
             raise InputError(f"{named or DEFAULT_FOLDS_FILE}: the run's fold file is not here; "
                              "pass --validation DIR and --validation-list FILE")
         try:
-            return set(read_folds(path))
+            return {folder for folder, _ in read_folds(path)}
         except DataError as exc:
             raise InputError(str(exc)) from None
 
