@@ -55,6 +55,18 @@ def test_look_jitter_draws_every_look_for_every_photo() -> None:
     assert np.array_equal(untouched, photo)
 
 
+def test_look_share_leaves_the_other_photos_as_they_are() -> None:
+    photo = _leafy(60, 80)
+    every_look = dict(chain=1.0, recompress=1.0, downscale=1.0, blur=1.0)
+
+    def clean_share(jitter: LookJitter) -> float:
+        rng = np.random.default_rng(5)
+        return float(np.mean([np.array_equal(jitter.apply(photo, rng, 1.0), photo) for _ in range(400)]))
+
+    assert clean_share(LookJitter(**every_look)) == 0.0
+    assert clean_share(LookJitter(**every_look, share=0.25)) == pytest.approx(0.75, abs=0.06)
+
+
 @needs_data
 def test_flip_test_counts_changed_answers_on_real_photos() -> None:
     from cassava_edge import Classifier

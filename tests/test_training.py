@@ -448,6 +448,14 @@ def test_fold_and_validation_list_are_exclusive() -> None:
         TrainConfig(data=["d"], folds="f.csv")
 
 
+def test_one_look_share_is_a_share_and_needs_one_look() -> None:
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        TrainConfig(data=["d"], one_look=True, one_look_share=0.0)
+    with pytest.raises(ValueError, match="needs --one-look"):
+        TrainConfig(data=["d"], one_look_share=0.5)
+    assert TrainConfig(data=["d"], one_look=True, one_look_share=0.5).one_look_share == 0.5
+
+
 def test_training_cli_without_data_prints_help_and_exits_2() -> None:
     from click.testing import CliRunner
 

@@ -42,6 +42,9 @@ TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
 @click.option("--one-look/--no-one-look", default=None,
               help="Give every photo the same odds of each look (Roboflow chain, JPEG, resolution, blur, black "
                    "corners), so that the photo's source is no cue [default: off].")
+@click.option("--one-look-share", type=float,
+              help="With --one-look: share of training photos given a look each epoch, the others left as they "
+                   "are [default: 1.0].")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Distil from this checkpoint, or a CSV of recorded probabilities (python -m training.distill); "
                    "repeatable: the teachers' mean [default: none].")

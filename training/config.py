@@ -81,6 +81,7 @@ class TrainConfig:
     # One look for every photo (looks.py): the Roboflow chain, JPEG/resolution/blur jitter and black corners at the
     # same odds whatever the photo's folder, so that the source is no cue for the class.
     one_look: bool = False
+    one_look_share: float = 1.0  # share of training photos given a look each epoch; the others stay clean
     skip_bad: bool = False
     max_images: int | None = None  # per folder, for smoke tests
     resume: str | None = None  # a checkpoint (.keras) to continue from
@@ -101,6 +102,10 @@ class TrainConfig:
         for plan in self.validation_plans or ():
             if plan not in SCAN_PLANS:
                 raise ValueError(f"validation plan must be one of {', '.join(SCAN_PLANS)}, not {plan!r}")
+        if not 0.0 < self.one_look_share <= 1.0:
+            raise ValueError(f"--one-look-share must be in (0, 1], not {self.one_look_share}")
+        if self.one_look_share < 1.0 and not self.one_look:
+            raise ValueError("--one-look-share needs --one-look")
         if self.checkpoint_plan not in SCAN_PLANS:
             raise ValueError(f"checkpoint_plan must be one of {', '.join(SCAN_PLANS)}, not {self.checkpoint_plan!r}")
 

@@ -81,11 +81,17 @@ class LookJitter:
     downscale: float = 0.3  # down to 50-90% and back up: a lower-resolution camera
     blur: float = 0.2  # a slight Gaussian blur: focus
     rotation_degrees: float = 45.0  # black-corner rotations are drawn within +-this
+    # Share of photos given a drawn look at all; the others stay as they are. Below 1 the model sees more clean
+    # photos, at the price of a weaker guard against the look as a cue.
+    share: float = 1.0
 
     def apply(self, rgb: np.ndarray, rng: np.random.Generator, black_corner_odds: float = 0.0) -> np.ndarray:
         def quality() -> int:
             return int(rng.integers(QUALITY_RANGE[0], QUALITY_RANGE[1] + 1))
 
+        # Drawn only below 1, so that runs with every photo given a look keep their random stream.
+        if self.share < 1.0 and rng.random() >= self.share:
+            return rgb
         if rng.random() < black_corner_odds:
             rgb = rotate_with_black_corners(rgb, rng.uniform(-self.rotation_degrees, self.rotation_degrees))
         if rng.random() < self.chain:

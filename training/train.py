@@ -166,7 +166,7 @@ def train(config: TrainConfig) -> Path:
     if config.one_look:
         from .looks import LookJitter, black_corner_odds, has_black_corners
 
-        looks = LookJitter()
+        looks = LookJitter(share=config.one_look_share)
         black = [has_black_corners(photo) for photo in photos]
         corner_odds = black_corner_odds([s.folder for s in train_samples], black)
         shares = {f: round(float(np.mean([b for b, s in zip(black, train_samples) if s.folder == f])), 3)
