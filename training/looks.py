@@ -82,7 +82,8 @@ class LookJitter:
     blur: float = 0.2  # a slight Gaussian blur: focus
     rotation_degrees: float = 45.0  # black-corner rotations are drawn within +-this
     # Share of photos given a drawn look at all; the others stay as they are. Below 1 the model sees more clean
-    # photos, at the price of a weaker guard against the look as a cue.
+    # photos, at the price of a weaker guard against the look as a cue: black corners are skipped too, so the
+    # folders no longer end with the same share of them.
     share: float = 1.0
 
     def apply(self, rgb: np.ndarray, rng: np.random.Generator, black_corner_odds: float = 0.0) -> np.ndarray:
