@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = sorted(p for p in ROOT.rglob("*.md") if not any(part.startswith(".") or part in {"runs", "build", "venv", "site-packages", "node_modules"}
-                                                         for part in p.relative_to(ROOT).parts))
+NOT_OURS = {"runs", "build", "venv", "site-packages", "node_modules"}  # run outputs and installed packages
+DOCS = sorted(p for p in ROOT.rglob("*.md")
+              if not any(part.startswith(".") or part in NOT_OURS for part in p.relative_to(ROOT).parts))
 LINK = re.compile(r"\]\(([^)\s#]*\.md)?#([^)\s]+)\)")
 
 
