@@ -172,7 +172,8 @@ def train(config: TrainConfig) -> Path:
         shares = {f: round(float(np.mean([b for b, s in zip(black, train_samples) if s.folder == f])), 3)
                   for f in sorted({s.folder for s in train_samples})}
         print(f"one look for {config.one_look_share:.0%} of the training photos each epoch: black corners already in "
-              f"{shares}; others get them until each folder has the same share")
+              f"{shares}; others get them until each folder has the same share"
+              + ("" if config.one_look_share == 1.0 else f" (of the {config.one_look_share:.0%} given a look)"))
     train_ds = make_dataset(photos, labels, crop_size=config.crop_size,
                             batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights,
                             sampling=config.sampling, targets=targets, looks=looks, corner_odds=corner_odds)
