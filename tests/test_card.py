@@ -41,11 +41,17 @@ def test_a_paired_report_of_several_folds_names_every_run_of_each_arm() -> None:
     flips = {"photos": 400, "flipped": 9, "share": 0.0225}
     arm = {"folds": [0, 4], "excluded": [4], "figures": _figures(0.8), "flip_test": flips}
     discordant = {"only_a": 3, "only_b": 1, "both": 300, "mcnemar_p": 0.625}
+    difference = {"photos": 400, "top1_difference": 0.005, "top1_difference_ci95": [-0.01, 0.02],
+                  "macro_recall_difference": 0.0, "macro_recall_difference_ci95": [-0.02, 0.02],
+                  "right": discordant, "same_answer": 0.99, "flipped": discordant}
     report = {"a": ["runs/x-fold0", "runs/x-fold4"], "b": ["runs/y-fold0", "runs/y-fold4"], "a_figures": arm,
-              "b_figures": arm, "mean_figures": _figures(0.8),
-              "difference": {"photos": 400, "top1_difference": 0.005, "top1_difference_ci95": [-0.01, 0.02],
-                             "macro_recall_difference": 0.0, "macro_recall_difference_ci95": [-0.02, 0.02],
-                             "right": discordant, "same_answer": 0.99, "flipped": discordant}}
-    first, _, _, difference = rows(report)
+              "b_figures": arm, "mean_figures": _figures(0.8), "mean_flip_test": {"photos": 400, "flipped": 4, "share": 0.01},
+              "difference": difference,
+              "mean_versus": {"a": {**difference, "top1_difference": 0.01}, "b": {**difference, "top1_difference": -0.02}}}
+    first, _, mean, a_minus_b, mean_minus_a, mean_minus_b = rows(report)
     assert first.startswith("| `x-fold0` + `x-fold4` (validated on folds 0, 4) | 200 |")
-    assert difference.startswith("| (`x-fold0` + `x-fold4`) − (`y-fold0` + `y-fold4`) | 400 | +0.5 points")
+    assert mean.endswith("| 4/400 (1.0%) |")  # the ensemble's own flip test
+    assert a_minus_b.startswith("| (`x-fold0` + `x-fold4`) − (`y-fold0` + `y-fold4`) | 400 | +0.5 points")
+    assert mean_minus_a.startswith("| the ensemble − the first | 400 | +1.0 points")
+    assert "right only in the ensemble 3, only in the first 1" in mean_minus_a
+    assert mean_minus_b.startswith("| the ensemble − the second | 400 | -2.0 points")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cassava_edge_training.oof import Scored
-from cassava_edge_training.paired import compare_runs, discordant, mcnemar_p, paired
+from cassava_edge_training.paired import compare_runs, discordant, ensemble, mcnemar_p, paired
 
 
 def _scored(labels: list[int], predicted: list[int], keys: list[str] | None = None) -> Scored:
@@ -49,6 +49,29 @@ def test_paired_aligns_rows_by_photo_and_refuses_different_photos() -> None:
         paired(a, _scored([0, 1, 2], [0, 1, 2], keys=["x", "y", "w"]), bootstrap=10)
 
 
+def _probs(rows: list[list[float]], keys: list[str], labels: list[int]) -> Scored:
+    return Scored([("cassava", k) for k in keys], np.asarray(labels), np.asarray(rows))
+
+
+def test_the_ensemble_is_scored_against_each_member_and_under_the_look() -> None:
+    """Photo 0: a alone is wrong, b alone right, their mean right. Photo 1: both right. Photo 2: a right and
+    confident, b wrong and unsure, the mean right. Under the look only b's answer on photo 1 changes, and the
+    mean's does not."""
+    keys, labels = ["0.jpg", "1.jpg", "2.jpg"], [0, 1, 2]
+    own_a = _probs([[0.4, 0.6, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 0.9, 0.1, 0]], keys, labels)
+    own_b = _probs([[0.9, 0.1, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 0.4, 0.6, 0]], keys, labels)
+    look_a = own_a
+    look_b = _probs([[0.9, 0.1, 0, 0, 0], [0.6, 0.4, 0, 0, 0], [0, 0, 0.4, 0.6, 0]], keys, labels)
+    result = ensemble(own_a, look_a, own_b, look_b)
+    assert result["mean_figures"]["top1"] == 1.0
+    assert result["mean_flip_test"]["flipped"] == 0  # (1 + 0.4) / 2 still answers CBSD on photo 1
+    versus_a, versus_b = result["mean_versus"]["a"], result["mean_versus"]["b"]
+    assert (versus_a["right"]["only_a"], versus_a["right"]["only_b"]) == (1, 0)
+    assert (versus_b["right"]["only_a"], versus_b["right"]["only_b"]) == (1, 0)
+    assert versus_a["flipped"]["only_b"] == 0 and versus_b["flipped"]["only_b"] == 1
+    assert versus_a["top1_difference"] == pytest.approx(1 / 3)
+
+
 EXPERIMENT = Path(__file__).resolve().parents[1] / "training" / "experiments"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -64,6 +87,10 @@ def test_a_committed_run_against_itself_differs_by_nothing(monkeypatch: pytest.M
     assert report["difference"]["flipped"]["only_a"] == 0
     assert report["a_figures"]["flip_test"]["flipped"] == 15  # the card's figure for this run
     assert report["mean_figures"]["top1"] == report["a_figures"]["figures"]["top1"]  # a run averaged with itself
+    assert report["mean_flip_test"]["flipped"] == 15
+    for arm in ("a", "b"):
+        assert report["mean_versus"][arm]["right"]["only_a"] == report["mean_versus"][arm]["right"]["only_b"] == 0
+        assert report["mean_versus"][arm]["flipped"]["only_a"] == report["mean_versus"][arm]["flipped"]["only_b"] == 0
 
 
 @pytest.mark.skipif(not (DATA / "cassava").is_dir(), reason="needs ../shared/data/cassava (the photos' labels)")
@@ -101,3 +128,7 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
     assert again["difference"]["right"] == report["difference"]["right"]
     assert again["difference"]["flipped"] == report["difference"]["flipped"]
     assert again["mean_figures"]["top1"] == pytest.approx(report["mean_figures"]["top1"])
+    assert again["mean_flip_test"]["flipped"] == report["mean_flip_test"]["flipped"]
+    for arm in ("a", "b"):
+        assert again["mean_versus"][arm]["right"] == report["mean_versus"][arm]["right"]
+        assert again["mean_versus"][arm]["flipped"] == report["mean_versus"][arm]["flipped"]

@@ -80,19 +80,26 @@ def _arm_short(runs: list[str]) -> str:
     return names if len(runs) == 1 else f"({names})"
 
 
+def _difference_row(name: str, d: dict, first: str = "the first", second: str = "the second") -> str:
+    """One paired comparison (training.paired's `difference`) as a table row."""
+    return (f"| {name} | {d['photos']} | "
+            f"{d['top1_difference'] * 100:+.1f} points {_interval(d['top1_difference_ci95'])}, right only in {first} "
+            f"{d['right']['only_a']}, only in {second} {d['right']['only_b']} (McNemar p {d['right']['mcnemar_p']:.2f}) | "
+            f"{d['macro_recall_difference'] * 100:+.1f} points {_interval(d['macro_recall_difference_ci95'])} | "
+            f"same answer on {d['same_answer']:.1%} | flipped only in {first} {d['flipped']['only_a']}, only in "
+            f"{second} {d['flipped']['only_b']} (p {d['flipped']['mcnemar_p']:.2f}) |")
+
+
 def paired_rows(report: dict) -> list[str]:
-    """Both arms of a paired comparison and the line of their difference."""
+    """Both arms of a paired comparison, the two as an ensemble, the line of their difference and the ensemble's
+    difference from each arm."""
     rows = [figures_row(arm_name(report[name], report[f"{name}_figures"]), report[f"{name}_figures"]["figures"],
                         report[f"{name}_figures"]["flip_test"]) for name in ("a", "b")]
-    rows.append(figures_row("the two as an ensemble (mean probabilities)", report["mean_figures"]))
-    d = report["difference"]
-    rows.append(
-        f"| {_arm_short(report['a'])} − {_arm_short(report['b'])} | {d['photos']} | "
-        f"{d['top1_difference'] * 100:+.1f} points {_interval(d['top1_difference_ci95'])}, right only in the first "
-        f"{d['right']['only_a']}, only in the second {d['right']['only_b']} (McNemar p {d['right']['mcnemar_p']:.2f}) | "
-        f"{d['macro_recall_difference'] * 100:+.1f} points {_interval(d['macro_recall_difference_ci95'])} | "
-        f"same answer on {d['same_answer']:.1%} | flipped only in the first {d['flipped']['only_a']}, only in the "
-        f"second {d['flipped']['only_b']} (p {d['flipped']['mcnemar_p']:.2f}) |")
+    rows.append(figures_row("the two as an ensemble (mean probabilities)", report["mean_figures"],
+                            report["mean_flip_test"]))
+    rows.append(_difference_row(f"{_arm_short(report['a'])} − {_arm_short(report['b'])}", report["difference"]))
+    for name, arm in (("a", "the first"), ("b", "the second")):
+        rows.append(_difference_row(f"the ensemble − {arm}", report["mean_versus"][name], "the ensemble", arm))
     return rows
 
 

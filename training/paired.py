@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .oof import PLAN, Scored, evaluate_runs, figures, macro_recall, read_probabilities
+from .oof import PLAN, Scored, evaluate_runs, figures, flip_share, macro_recall, read_probabilities
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -88,20 +88,41 @@ def _arm(runs: Sequence[Path]) -> tuple[dict, Scored, Scored]:
     return summary, own, look.subset(own.keys)
 
 
+def _versus(own_a: Scored, look_a: Scored, own_b: Scored, look_b: Scored) -> dict:
+    """`paired` of a against b, plus how their flip tests disagree (photos whose answer changes under the
+    Roboflow look in one and not in the other). All four must hold the same photos in the same order."""
+    result = paired(own_a, own_b)
+    flipped_a = own_a.probs.argmax(1) != look_a.probs.argmax(1)
+    flipped_b = own_b.probs.argmax(1) != look_b.probs.argmax(1)
+    result["flipped"] = discordant(flipped_a, flipped_b)
+    return result
+
+
 def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path]) -> dict:
     """Each arm's figures and flip test, pooled over its runs (one per fold, as out-of-fold figures are), and the
-    paired differences over all their photos. Both arms must have been validated on the same photos."""
+    paired differences over all their photos. Both arms must have been validated on the same photos.
+
+    The two arms are also scored as a two-model ensemble (their mean probabilities, under each look): what a
+    teacher or a shipped pair made of both would answer. Its own flip test and its paired tests against each arm
+    say whether the pair beats its members beyond chance."""
     report: dict = {"a": [str(run) for run in runs_a], "b": [str(run) for run in runs_b]}
     report["a_figures"], own_a, look_a = _arm(runs_a)
     report["b_figures"], own_b, look_b = _arm(runs_b)
-    report["difference"] = paired(own_a, own_b)
+    report["difference"] = paired(own_a, own_b)  # refuses arms validated on different photos
     own_b, look_b = own_b.subset(own_a.keys), look_b.subset(own_a.keys)
-    # The two arms as a two-model ensemble (their mean probabilities): what a teacher made of both would answer.
-    report["mean_figures"] = figures(Scored(own_a.keys, own_a.labels, (own_a.probs + own_b.probs) / 2))
-    flipped_a = own_a.probs.argmax(1) != look_a.probs.argmax(1)
-    flipped_b = own_b.probs.argmax(1) != look_b.probs.argmax(1)
-    report["difference"]["flipped"] = discordant(flipped_a, flipped_b)
+    report["difference"]["flipped"] = _versus(own_a, look_a, own_b, look_b)["flipped"]
+    report.update(ensemble(own_a, look_a, own_b, look_b))
     return report
+
+
+def ensemble(own_a: Scored, look_a: Scored, own_b: Scored, look_b: Scored) -> dict:
+    """Two models' mean probabilities (under each look) scored as one model: its figures, its flip test, and its
+    paired tests against each member. All four must hold the same photos in the same order."""
+    own_mean = Scored(own_a.keys, own_a.labels, (own_a.probs + own_b.probs) / 2)
+    look_mean = Scored(own_a.keys, own_a.labels, (look_a.probs + look_b.probs) / 2)
+    return {"mean_figures": figures(own_mean), "mean_flip_test": flip_share(own_mean, look_mean),
+            "mean_versus": {"a": _versus(own_mean, look_mean, own_a, look_a),
+                            "b": _versus(own_mean, look_mean, own_b, look_b)}}
 
 
 def main() -> None:
@@ -129,8 +150,15 @@ def main() -> None:
         flips = report[f"{name}_figures"]["flip_test"]
         print(f"{name} {' + '.join(report[name])}: top-1 {figures['top1']:.1%}, "
               f"macro recall {figures['macro_recall']:.1%}, flip {flips['flipped']}/{flips['photos']}")
-    mean = report["mean_figures"]
-    print(f"mean of a and b: top-1 {mean['top1']:.1%}, macro recall {mean['macro_recall']:.1%}")
+    mean, mean_flips = report["mean_figures"], report["mean_flip_test"]
+    print(f"mean of a and b: top-1 {mean['top1']:.1%}, macro recall {mean['macro_recall']:.1%}, "
+          f"flip {mean_flips['flipped']}/{mean_flips['photos']}")
+    for name in ("a", "b"):
+        versus = report["mean_versus"][name]
+        print(f"mean - {name}: top-1 {versus['top1_difference']:+.1%} (right only in the mean "
+              f"{versus['right']['only_a']}, only in {name} {versus['right']['only_b']}, "
+              f"McNemar p {versus['right']['mcnemar_p']:.3f}); flipped only in the mean {versus['flipped']['only_a']}, "
+              f"only in {name} {versus['flipped']['only_b']} (p {versus['flipped']['mcnemar_p']:.3f})")
     print(f"a - b over {d['photos']} photos: top-1 {d['top1_difference']:+.1%} "
           f"[{d['top1_difference_ci95'][0]:+.1%}, {d['top1_difference_ci95'][1]:+.1%}] "
           f"(right only in a {d['right']['only_a']}, only in b {d['right']['only_b']}, "
