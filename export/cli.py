@@ -52,11 +52,16 @@ def _variants(value: str) -> tuple[str, ...]:
               help="Comma-separated int8 configurations to try (default: the portable QDQ reduce-range ones).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the calibration photo draw.")
 @click.option("--force", is_flag=True, help="Keep a variant that loses more than 1 accuracy point.")
+@click.option("--join", multiple=True, type=click.Path(path_type=Path),
+              help="Another run folder or .keras file of the same crop and photo scale (repeatable): the file "
+                   "answers the mean of all their probabilities.")
 def main(source: Path, output: Path, name: str | None, variants: str, calibration: tuple[Path, ...],
          calibration_count: int, validation: tuple[Path, ...], validation_list: Path | None, default_tta: str,
-         default_scan: str, photo_short_side: int | None, int8_configs: str, seed: int, force: bool) -> None:
+         default_scan: str, photo_short_side: int | None, int8_configs: str, seed: int, force: bool,
+         join: tuple[Path, ...]) -> None:
     """Export SOURCE (a training run folder or a .keras file) to ONNX: NAME.onnx (fp32), NAME.fp16.onnx,
-    NAME.int8.onnx and NAME.variants.json (sizes, parity, accuracy, latency)."""
+    NAME.int8.onnx and NAME.variants.json (sizes, parity, accuracy, latency). With --join, SOURCE and the joined
+    checkpoints become one graph answering the mean of their probabilities."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter would bury the report
     try:
         from .pipeline import export_model
@@ -67,6 +72,7 @@ def main(source: Path, output: Path, name: str | None, variants: str, calibratio
             calibration_count=calibration_count, validation=validation, validation_list=validation_list,
             default_tta=default_tta, default_scan=default_scan, photo_short_side=photo_short_side,
             int8_configs=tuple(c.strip() for c in int8_configs.split(",") if c.strip()), force=force, seed=seed,
+            join=join,
         )
         export_model(request, echo=click.echo)
     except InputError as exc:

@@ -31,7 +31,7 @@ from .plan import Echo, ExportPlan, ExportRequest, file_name, plan_export
 from .publish import move_into_place
 from .report import VariantsReport, figures_line, provenance_of
 from .selection import LOW_AGREEMENT, MAX_ACCURACY_LOSS_POINTS, choose_int8, refusal, too_lossy
-from .source import load_keras_model
+from .source import join_models, load_keras_model
 from .variants import nonstandard_ops, prepare_for_quantization, quantize_int8, to_fp16
 
 __all__ = ["ExportRequest", "ExportResult", "export_model"]
@@ -53,6 +53,10 @@ def export_model(request: ExportRequest, echo: Echo = print) -> ExportResult:
     (after writing the files that passed)."""
     plan = plan_export(request, echo)
     model = load_keras_model(plan.source.checkpoint)
+    if plan.members:
+        echo(f"joining {plan.source.checkpoint} with {', '.join(str(m.checkpoint) for m in plan.members)}: "
+             "one graph, the mean of their probabilities")
+        model = join_models([model, *(load_keras_model(member.checkpoint) for member in plan.members)])
     crop_size = int(model.inputs[0].shape[1])
     configured = plan.source.training_config.get("crop_size")
     if configured is not None and int(configured) != crop_size:

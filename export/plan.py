@@ -39,6 +39,7 @@ class ExportRequest:
     int8_configs: tuple[str, ...] = ()  # empty: try DEFAULT_INT8_CONFIGS (portable, VNNI-independent)
     force: bool = False
     seed: int = 0
+    join: tuple[Path, ...] = ()  # more checkpoints: one graph answering the mean of all their probabilities
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,14 @@ class ExportPlan:
     validation_desc: dict[str, Any]
     calibration: list[Path]
     calibration_desc: dict[str, Any]
+    members: tuple[ExportSource, ...] = ()  # the checkpoints joined to `source` (--join), in order
 
 
-def default_name(source: ExportSource) -> str:
-    """cassava-lite0 for efficientnet-lite0, cassava-b3 for efficientnetb3."""
-    backbone = source.backbone or source.checkpoint.stem
-    return "cassava-" + backbone.replace("efficientnet-", "").replace("efficientnet", "")
+def default_name(source: ExportSource, members: tuple[ExportSource, ...] = ()) -> str:
+    """cassava-lite0 for efficientnet-lite0, cassava-b3 for efficientnetb3; cassava-lite0-lite2 for a Lite0
+    joined with a Lite2."""
+    backbones = [s.backbone or s.checkpoint.stem for s in (source, *members)]
+    return "cassava-" + "-".join(b.replace("efficientnet-", "").replace("efficientnet", "") for b in backbones)
 
 
 def file_name(name: str, precision: str) -> str:
@@ -91,7 +94,8 @@ def plan_export(request: ExportRequest, echo: Echo) -> ExportPlan:
     if not short_side:
         raise InputError(f"{source.checkpoint}: no config.json beside it to give the photo scale; "
                          "pass --photo-short-side")
-    out_dir, name = _output(request, source)
+    members = _members(request, source, int(short_side), echo)
+    out_dir, name = _output(request, source, members)
 
     validation_dirs, ids_file = _validation_source(request, source)
     validation: list[LabelledPhoto] = []
@@ -122,17 +126,43 @@ def plan_export(request: ExportRequest, echo: Echo) -> ExportPlan:
         calibration_desc = {"folders": [portable_path(f) for f in folders], "photos": len(calibration),
                             "excluded_validation_ids": len(exclude), "seed": request.seed}
     return ExportPlan(source, out_dir, name, int(short_side), tuple(dict.fromkeys(request.variants)), configs,
-                      validation, validation_desc, calibration, calibration_desc)
+                      validation, validation_desc, calibration, calibration_desc, members)
 
 
-def _output(request: ExportRequest, source: ExportSource) -> tuple[Path, str]:
+def _members(request: ExportRequest, source: ExportSource, short_side: int, echo: Echo) -> tuple[ExportSource, ...]:
+    """The --join checkpoints, checked against SOURCE: another checkpoint each, cut from photos of the same scale
+    at the same crop size (the runtime feeds one crop to all of them)."""
+    members: list[ExportSource] = []
+    seen = {source.checkpoint.resolve()}
+    for path in request.join:
+        member = find_source(path)
+        if member.checkpoint.resolve() in seen:
+            raise InputError(f"{member.checkpoint}: joined twice (each --join names another checkpoint)")
+        seen.add(member.checkpoint.resolve())
+        for key, value in (("photo_short_side", short_side), ("crop_size", source.training_config.get("crop_size"))):
+            theirs = member.training_config.get(key)
+            if value is not None and theirs is not None and int(theirs) != int(value):
+                raise InputError(f"{member.checkpoint}: trained with {key} {theirs}, {source.checkpoint} with {value}; "
+                                 "joined models must share the photo scale and the crop")
+        if _ids(member) != _ids(source):
+            echo(f"note: {member.checkpoint} was validated on other photos than {source.checkpoint}; the joined "
+                 "model's validation figures may count photos one of them trained on")
+        members.append(member)
+    return tuple(members)
+
+
+def _ids(source: ExportSource) -> str | None:
+    return source.validation_ids_file.read_text(encoding="utf-8") if source.validation_ids_file else None
+
+
+def _output(request: ExportRequest, source: ExportSource, members: tuple[ExportSource, ...]) -> tuple[Path, str]:
     if request.output.suffix.lower() == ".onnx":
         name = request.output.name[: -len(".onnx")]
         if request.name and request.name != name:
             raise InputError(f"--name {request.name} disagrees with the output file {request.output.name}")
         out_dir = request.output.parent
     else:
-        name, out_dir = request.name or default_name(source), request.output
+        name, out_dir = request.name or default_name(source, members), request.output
     if not name or "/" in name or name.endswith((".fp16", ".int8")):
         raise InputError(f"bad model name {name!r} (the variants add .fp16/.int8 themselves)")
     if out_dir.exists() and not out_dir.is_dir():

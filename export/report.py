@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,9 @@ class Provenance:
     versions: dict[str, str]
     parity: dict[str, Any]
     export_validation: dict[str, Any]
+    # A joined export (--join): every checkpoint averaged, the first being `checkpoint`, each with its training
+    # config and figures; the top-level validation_metrics is then None (no one checkpoint's figures describe it).
+    members: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return portable_values(jsonable(asdict(self)))  # no absolute path of this machine (export/portable.py)
@@ -58,18 +62,26 @@ class VariantsReport:
 
 def provenance_of(plan: ExportPlan, parity: dict[str, Any], fp32: Figures) -> Provenance:
     source = plan.source
+    members = None
+    if plan.members:
+        members = [{"checkpoint": _checkpoint(member.checkpoint), "training_config": member.training_config,
+                    "validation_metrics": member.metrics} for member in (source, *plan.members)]
     return Provenance(
         exported_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         exporter=EXPORTER,
-        checkpoint={"file": source.checkpoint.name, "path": str(source.checkpoint),
-                    "sha256": sha256_of(source.checkpoint)},
+        checkpoint=_checkpoint(source.checkpoint),
         training_config=source.training_config,
-        validation_metrics=source.metrics,
+        validation_metrics=None if members else source.metrics,
         dataset=source.dataset,
         versions=versions(),
         parity=parity,
         export_validation={**plan.validation_desc, "fp32_accuracy": fp32.accuracy},
+        members=members,
     )
+
+
+def _checkpoint(path: Path) -> dict[str, str]:
+    return {"file": path.name, "path": str(path), "sha256": sha256_of(path)}
 
 
 def versions() -> dict[str, str]:

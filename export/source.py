@@ -128,6 +128,21 @@ def load_keras_model(path: Path) -> Any:
     return model
 
 
+def join_models(models: list[Any]) -> Any:
+    """One Keras model answering the mean of `models`' probabilities for the same crop (all checked by
+    load_keras_model, with the same input shape): what a pair of fold models scored as one answers."""
+    import keras
+
+    shapes = {tuple(model.inputs[0].shape[1:]) for model in models}
+    if len(shapes) != 1:
+        raise InputError(f"joined models must take the same crop; their inputs are {sorted(shapes)}")
+    for index, model in enumerate(models):
+        model.name = f"member_{index}"  # nested models need unique names; each keeps its own layers inside
+    crop = keras.Input(shape=shapes.pop(), name=models[0].inputs[0].name)
+    mean = keras.layers.Average(name="probabilities")([model(crop) for model in models])
+    return keras.Model(crop, mean, name="joined")
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -26,33 +26,58 @@ from cassava_edge.contract import NOT_CASSAVA_NAME
 
 from .errors import ExportError
 
+HEAD_PREFIX = "not_cassava_"  # every node and initialiser append_head adds
 # Walking back from the Softmax to the classification head's matrix product crosses only these.
 _PASS_THROUGH = {"Add", "DequantizeLinear", "QuantizeLinear", "Cast", "Identity", "Reshape", "Flatten"}
 
 
-def feature_tensor(proto: onnx.ModelProto) -> str:
-    """The name of the pooled-features tensor: the data input of the head's MatMul/Gemm that feeds the Softmax.
+def head_feature_tensors(proto: onnx.ModelProto) -> list[str]:
+    """The pooled-features tensor of every classifier in the graph: the data input of the MatMul/Gemm that feeds
+    each Softmax (one for an exported model, one per member for a joined one, `export --join`).
 
     Works for the fp32, fp16 (Casts) and QDQ int8 (Quantize/DequantizeLinear pairs) graphs export writes."""
     producers = {out: node for node in proto.graph.node for out in node.output}
     initialisers = {init.name for init in proto.graph.initializer}
-    softmax = [node for node in proto.graph.node if node.op_type == "Softmax"]
-    if len(softmax) != 1:
-        raise ExportError(f"expected one Softmax in the graph, found {len(softmax)}")
-    node = producers.get(softmax[0].input[0])
-    while node is not None and node.op_type in _PASS_THROUGH:
-        data = [name for name in node.input[:1] if name not in initialisers]
-        node = producers.get(data[0]) if data else None
-    if node is None or node.op_type not in ("MatMul", "Gemm"):
-        raise ExportError("could not find the classification head (MatMul/Gemm before the Softmax)")
-    return node.input[0]
+    softmaxes = [node for node in proto.graph.node if node.op_type == "Softmax"]
+    if not softmaxes:
+        raise ExportError("expected a Softmax in the graph, found none")
+    tensors = []
+    for softmax in softmaxes:
+        node = producers.get(softmax.input[0])
+        while node is not None and node.op_type in _PASS_THROUGH:
+            data = [name for name in node.input[:1] if name not in initialisers]
+            node = producers.get(data[0]) if data else None
+        if node is None or node.op_type not in ("MatMul", "Gemm"):
+            raise ExportError("could not find the classification head (MatMul/Gemm before the Softmax)")
+        tensors.append(node.input[0])
+    return tensors
+
+
+def feature_tensor(proto: onnx.ModelProto) -> str:
+    """The name of the pooled-features tensor of a graph with one classifier."""
+    tensors = head_feature_tensors(proto)
+    if len(tensors) != 1:
+        raise ExportError(f"expected one Softmax in the graph, found {len(tensors)}")
+    return tensors[0]
+
+
+def _features_of(copy: onnx.ModelProto) -> str:
+    """The features the head reads, in `copy` (which this may change): a joined graph's members' pooled features
+    side by side, by a Concat added under HEAD_PREFIX, so that strip_head removes it with the head."""
+    tensors = head_feature_tensors(copy)
+    if len(tensors) == 1:
+        return tensors[0]
+    joined = f"{HEAD_PREFIX}joined_features"
+    if joined not in {out for node in copy.graph.node for out in node.output}:
+        copy.graph.node.append(helper.make_node("Concat", tensors, [joined], axis=1, name=f"{HEAD_PREFIX}join"))
+    return joined
 
 
 def with_feature_output(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `proto` that also outputs the pooled features (as float32), for fitting the head."""
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
-    name = feature_tensor(copy)
+    name = _features_of(copy)
     cast = f"{name}__features_fp32"
     copy.graph.node.append(helper.make_node("Cast", [name], [cast], to=TensorProto.FLOAT, name="features_cast"))
     copy.graph.output.append(helper.make_tensor_value_info(cast, TensorProto.FLOAT, ["batch", None]))
@@ -111,9 +136,6 @@ def with_threshold(distance: GaussianDistance, cassava_distances: np.ndarray, ma
                             distance.inverse_tail_variance, threshold, 4.0 / spread)
 
 
-HEAD_PREFIX = "not_cassava_"  # every node and initialiser append_head adds
-
-
 def strip_head(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `proto` without what append_head added, so that a calibrated file can be calibrated again."""
     copy = onnx.ModelProto()
@@ -136,7 +158,7 @@ def append_head(proto: onnx.ModelProto, weights: np.ndarray, bias: float,
         raise ExportError(f"the graph already has an output {NOT_CASSAVA_NAME}")
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
-    features = feature_tensor(copy)
+    features = _features_of(copy)
     p = HEAD_PREFIX
     w_name, b_name, cast = f"{p}weights", f"{p}bias", f"{p}features"
     linear = NOT_CASSAVA_NAME if distance is None else f"{p}linear_logit"

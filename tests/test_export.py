@@ -324,6 +324,93 @@ def test_int8_losing_more_than_one_point_is_refused_unless_forced() -> None:
     assert forced is not None and forced.config == "b"
 
 
+# -- joined models: one graph, the mean of several checkpoints' probabilities ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def second_run(run_folder: Path, keras_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder again with another head (noise of half the largest weight): a second model of the same
+    crop and photo scale that answers differently."""
+    import shutil
+
+    import keras
+
+    run = tmp_path_factory.mktemp("second") / "run"
+    shutil.copytree(run_folder, run)
+    model = keras.saving.load_model(run_folder / "best.keras")
+    head = model.get_layer("probabilities")
+    kernel, bias = head.get_weights()
+    noise = np.random.default_rng(2).normal(0, 0.5 * np.abs(kernel).max(), kernel.shape)
+    head.set_weights([kernel + noise.astype(kernel.dtype), bias])
+    model.save(run / "best.keras")
+    return run
+
+
+@needs_data
+def test_join_exports_one_graph_answering_the_mean_of_its_members(
+    run_folder: Path, second_run: Path, keras_model: Any, tmp_path: Path
+) -> None:
+    import keras
+    import onnx
+    import onnxruntime as ort
+    from click.testing import CliRunner
+
+    from cassava_edge_export.cli import main
+    from cassava_edge_export.measure import onnx_probabilities
+    from cassava_edge_export.source import sha256_of
+    from cassava_edge_export.trust import with_feature_output
+
+    out = tmp_path / "joined"
+    args = [str(run_folder), "--join", str(second_run), "--output", str(out), "--variants", "int8",
+            "--calibration", str(DATA_DIR / "cassava" / "train_images"), "--calibration-count", "4",
+            "--int8-configs", "qdq-u8s8-per-channel-reduce-range"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    fp32, int8 = out / "cassava-lite0-lite0.onnx", out / "cassava-lite0-lite0.int8.onnx"  # named after both
+    assert fp32.is_file() and int8.is_file()
+
+    crops = _parity_inputs(run_folder)
+    first = keras_model.predict(crops, verbose=0)
+    second = keras.saving.load_model(second_run / "best.keras").predict(crops, verbose=0)
+    assert np.abs(first - second).max() > 0.05  # the members disagree, so the mean is not either of them
+    np.testing.assert_allclose(onnx_probabilities(fp32, crops), (first + second) / 2, atol=1e-4)
+
+    meta = ModelMetadata.from_onnx_props(_props(fp32))
+    members = meta.provenance["members"]
+    assert [m["checkpoint"]["sha256"] for m in members] == [sha256_of(run_folder / "best.keras"),
+                                                            sha256_of(second_run / "best.keras")]
+    assert meta.provenance["validation_metrics"] is None  # no one member's training figures describe the pair
+    from cassava_edge.commands.info import member_lines
+
+    [(heading, text)] = member_lines(meta.provenance)  # what `cassava-edge info` prints
+    assert heading == "joins" and text.startswith("the mean of 2 models' probabilities") and "efficientnet-lite0" in text
+    assert member_lines({"checkpoint": {}}) == []  # a single model's info has no such line
+    assert _absolute_paths(meta.provenance) == []
+    # The trust head reads both members' pooled features, in the fp32 and in the quantised graph.
+    for path in (fp32, int8):
+        probe = with_feature_output(onnx.load(str(path)))
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        pooled = session.run([probe.graph.output[-1].name], {INPUT_NAME: crops[:2]})[0]
+        assert pooled.shape == (2, 2 * 1280)
+
+
+def test_join_refuses_the_same_checkpoint_twice_and_another_photo_scale(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    with zipfile.ZipFile(run / "best.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+    (run / "config.json").write_text(json.dumps({"photo_short_side": SHORT_SIDE, "crop_size": CROP}))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "best.keras").write_bytes((run / "best.keras").read_bytes())
+    (other / "config.json").write_text(json.dumps({"photo_short_side": 2 * SHORT_SIDE, "crop_size": CROP}))
+    out = str(tmp_path / "out")
+    _assert_one_line_error(_run_export(str(run), "--join", str(run / "best.keras"), "-o", out), "joined twice")
+    _assert_one_line_error(_run_export(str(run), "--join", str(other), "-o", out), "photo_short_side 150")
+    _assert_one_line_error(_run_export(str(run), "--join", str(tmp_path / "missing"), "-o", out), "no such run")
+    assert not (tmp_path / "out").exists()
+
+
 # -- bad input ----------------------------------------------------------------------------------------------------
 
 

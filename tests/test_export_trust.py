@@ -67,6 +67,45 @@ def test_the_distance_from_cassava_flags_what_the_regression_never_saw() -> None
     assert [o.name for o in stripped.graph.output] == [OUTPUT_NAME]
 
 
+def _joined_model():
+    """The quadrant model joined with a second classifier whose features are the first's doubled: two Softmax
+    heads averaged, as `export --join` writes them."""
+    from onnx import helper, numpy_helper
+
+    model = build_model(size=SIZE)
+    graph = model.graph
+    output = next(node for node in graph.node if node.op_type == "Softmax").output[0]
+    for node in graph.node:  # the first member's Softmax now feeds the mean, not the output
+        node.output[:] = ["first_probabilities" if name == output else name for name in node.output]
+    graph.initializer.append(numpy_helper.from_array(np.float32(2.0).reshape(1), "two"))
+    graph.initializer.append(numpy_helper.from_array(np.float32(0.5).reshape(1), "half"))
+    graph.node.extend([
+        helper.make_node("Mul", ["flat", "two"], ["flat_doubled"]),
+        helper.make_node("MatMul", ["flat_doubled", "weights"], ["second_logits"]),
+        helper.make_node("Softmax", ["second_logits"], ["second_probabilities"], axis=1),
+        helper.make_node("Add", ["first_probabilities", "second_probabilities"], ["summed"]),
+        helper.make_node("Mul", ["summed", "half"], [output]),
+    ])
+    return model
+
+
+def test_a_joined_graph_reads_every_members_features_side_by_side() -> None:
+    model = _joined_model()
+    batch = np.random.default_rng(3).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    flat = batch.reshape(2, -1)
+    with pytest.raises(ExportError, match="one Softmax"):
+        feature_tensor(model)
+    features = _run(with_feature_output(model), batch)
+    np.testing.assert_allclose(features[list(features)[-1]], np.hstack([flat, 2 * flat]), rtol=1e-6)
+    weights = np.random.default_rng(4).normal(size=2 * SIZE * SIZE * 3)
+    headed = append_head(model, weights, -1.0)
+    outputs = _run(headed, batch)
+    np.testing.assert_allclose(outputs[NOT_CASSAVA_NAME][:, 0], np.hstack([flat, 2 * flat]) @ weights - 1.0, rtol=1e-4)
+    np.testing.assert_allclose(outputs[OUTPUT_NAME], _run(model, batch)[OUTPUT_NAME])
+    # The Concat belongs to the head: stripping it gives the joined graph back, ready to be calibrated again.
+    assert [n.name for n in strip_head(headed).graph.node] == [n.name for n in model.graph.node]
+
+
 def test_a_graph_without_a_softmax_head_is_refused() -> None:
     with pytest.raises(ExportError, match="Softmax"):
         feature_tensor(build_model(size=SIZE, softmax=False))

@@ -44,6 +44,7 @@ def describe(details: dict[str, Any]) -> list[tuple[str, str]]:
         ("defaults", f"scan {meta['default_scan']}, tta {meta['default_tta']}"),
         ("in use", f"scan {details['scan']}, tta {details['tta']} ({details['views_per_crop']} views per crop), "
                    f"seed {details['seed']}"),
+        *member_lines(meta["provenance"]),
         *validation_lines(meta),
         ("calibration", describe_calibration(meta.get("calibration"))),
         ("trust", describe_trust(meta.get("trust"), details.get("min_confidence"))),
@@ -54,6 +55,19 @@ def describe(details: dict[str, Any]) -> list[tuple[str, str]]:
                     f"graph optimisation {session['graph_optimization']}"),
         ("versions", ", ".join(f"{name} {version}" for name, version in details["versions"].items())),
     ]
+
+
+def member_lines(provenance: dict[str, Any]) -> list[tuple[str, str]]:
+    """For a joined model (`python -m export --join`): the checkpoints whose probabilities it averages."""
+    members = provenance.get("members")
+    if not isinstance(members, list) or not members:
+        return []
+    names = []
+    for member in members:
+        checkpoint = member.get("checkpoint") or {}
+        backbone = (member.get("training_config") or {}).get("backbone")
+        names.append(f"{checkpoint.get('path', '?')}" + (f" ({backbone})" if backbone else ""))
+    return [("joins", f"the mean of {len(members)} models' probabilities: {', '.join(names)}")]
 
 
 def validation_lines(meta: dict[str, Any]) -> list[tuple[str, str]]:
