@@ -90,8 +90,9 @@ def _arm(runs: Sequence[Path]) -> tuple[dict, Scored, Scored]:
 
 def _versus(own_a: Scored, look_a: Scored, own_b: Scored, look_b: Scored) -> dict:
     """`paired` of a against b, plus how their flip tests disagree (photos whose answer changes under the
-    Roboflow look in one and not in the other). All four must hold the same photos in the same order."""
-    result = paired(own_a, own_b)
+    Roboflow look in one and not in the other). Each look's rows must follow its own run's."""
+    result = paired(own_a, own_b)  # refuses runs validated on different photos
+    own_b, look_b = own_b.subset(own_a.keys), look_b.subset(own_a.keys)
     flipped_a = own_a.probs.argmax(1) != look_a.probs.argmax(1)
     flipped_b = own_b.probs.argmax(1) != look_b.probs.argmax(1)
     result["flipped"] = discordant(flipped_a, flipped_b)
@@ -108,9 +109,8 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path]) -> dict:
     report: dict = {"a": [str(run) for run in runs_a], "b": [str(run) for run in runs_b]}
     report["a_figures"], own_a, look_a = _arm(runs_a)
     report["b_figures"], own_b, look_b = _arm(runs_b)
-    report["difference"] = paired(own_a, own_b)  # refuses arms validated on different photos
+    report["difference"] = _versus(own_a, look_a, own_b, look_b)
     own_b, look_b = own_b.subset(own_a.keys), look_b.subset(own_a.keys)
-    report["difference"]["flipped"] = _versus(own_a, look_a, own_b, look_b)["flipped"]
     report.update(ensemble(own_a, look_a, own_b, look_b))
     return report
 
