@@ -53,14 +53,6 @@ def head_feature_tensors(proto: onnx.ModelProto) -> list[str]:
     return tensors
 
 
-def feature_tensor(proto: onnx.ModelProto) -> str:
-    """The name of the pooled-features tensor of a graph with one classifier."""
-    tensors = head_feature_tensors(proto)
-    if len(tensors) != 1:
-        raise ExportError(f"expected one Softmax in the graph, found {len(tensors)}")
-    return tensors[0]
-
-
 def _features_of(copy: onnx.ModelProto) -> str:
     """The features the head reads, in `copy` (which this may change): a joined graph's members' pooled features
     side by side, by a Concat added under HEAD_PREFIX, so that strip_head removes it with the head."""
