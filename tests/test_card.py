@@ -55,3 +55,6 @@ def test_a_paired_report_of_several_folds_names_every_run_of_each_arm() -> None:
     assert mean_minus_a.startswith("| the ensemble − the first | 400 | +1.0 points")
     assert "right only in the ensemble 3, only in the first 1" in mean_minus_a
     assert mean_minus_b.startswith("| the ensemble − the second | 400 | -2.0 points")
+    with_prior = rows({**report, "mean_with_prior": _figures(0.85)})[3]  # photos of two folds: the deployment prior
+    assert with_prior.startswith("| the ensemble, with the Kaggle prior (cross-fitted per fold) |")
+    assert "85.0%" in with_prior

@@ -72,6 +72,34 @@ def test_the_ensemble_is_scored_against_each_member_and_under_the_look() -> None
     assert versus_a["top1_difference"] == pytest.approx(1 / 3)
 
 
+def test_the_ensemble_prior_is_fitted_on_other_folds_and_exported_from_all() -> None:
+    """Two members that both over-answer Healthy on CMD-heavy photos (Kaggle's mix): the ensemble's prior, fitted
+    per fold on the other fold, pulls Healthy down and wins back top-1; the exported fit uses every photo; photos of
+    a single fold get no prior (nothing to fit it on but the photos scored)."""
+    rng = np.random.default_rng(0)
+    counts = np.asarray([1087, 2189, 2386, 13158, 2577], float)
+    n = 1200
+    labels = rng.choice(5, n, p=counts / counts.sum())
+    keys = [f"{i}.jpg" for i in range(n)]
+
+    def member(seed: int) -> Scored:
+        logits = np.random.default_rng(seed).normal(0, 1.0, (n, 5)) + np.log(counts / counts.sum())
+        logits[np.arange(n), labels] += 2.0
+        logits[:, 4] += 2.5  # trained on a Healthy-heavy mix
+        return _probs((np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).tolist(), keys, labels.tolist())
+
+    a, b = member(1), member(2)
+    fold_of = {key: i % 2 for i, key in enumerate(a.keys)}
+    result = ensemble(a, a, b, b, fold_of)
+    assert result["mean_with_prior"]["photos"] == n
+    assert result["mean_with_prior"]["top1"] > result["mean_figures"]["top1"] + 0.05
+    assert result["prior_fit"]["photos"] == n
+    bias = result["prior_fit"]["bias"]
+    assert bias["Healthy"] < min(bias[label] for label in ("CBB", "CBSD", "CGM", "CMD"))
+    assert "mean_with_prior" not in ensemble(a, a, b, b, {key: 0 for key in a.keys})
+    assert "mean_with_prior" not in ensemble(a, a, b, b)
+
+
 EXPERIMENT = Path(__file__).resolve().parents[1] / "training" / "experiments"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -129,6 +157,11 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
     assert again["difference"]["flipped"] == report["difference"]["flipped"]
     assert again["mean_figures"]["top1"] == pytest.approx(report["mean_figures"]["top1"])
     assert again["mean_flip_test"]["flipped"] == report["mean_flip_test"]["flipped"]
+    assert ("mean_with_prior" in again) == ("mean_with_prior" in report)
+    if "mean_with_prior" in report:
+        assert again["mean_with_prior"]["top1"] == pytest.approx(report["mean_with_prior"]["top1"])
+        assert again["mean_with_prior"]["macro_recall"] == pytest.approx(report["mean_with_prior"]["macro_recall"])
+        assert again["prior_fit"]["bias"] == pytest.approx(report["prior_fit"]["bias"])
     for arm in ("a", "b"):
         assert again["mean_versus"][arm]["right"] == report["mean_versus"][arm]["right"]
         assert again["mean_versus"][arm]["flipped"] == report["mean_versus"][arm]["flipped"]

@@ -91,12 +91,14 @@ def _difference_row(name: str, d: dict, first: str = "the first", second: str = 
 
 
 def paired_rows(report: dict) -> list[str]:
-    """Both arms of a paired comparison, the two as an ensemble, the line of their difference and the ensemble's
-    difference from each arm."""
+    """Both arms of a paired comparison, the two as an ensemble (with the deployment prior where the photos span
+    folds), the line of their difference and the ensemble's difference from each arm."""
     rows = [figures_row(arm_name(report[name], report[f"{name}_figures"]), report[f"{name}_figures"]["figures"],
                         report[f"{name}_figures"]["flip_test"]) for name in ("a", "b")]
     rows.append(figures_row("the two as an ensemble (mean probabilities)", report["mean_figures"],
                             report["mean_flip_test"]))
+    if "mean_with_prior" in report:  # photos of two or more folds
+        rows.append(figures_row("the ensemble, with the Kaggle prior (cross-fitted per fold)", report["mean_with_prior"]))
     rows.append(_difference_row(f"{_arm_short(report['a'])} − {_arm_short(report['b'])}", report["difference"]))
     for name, arm in (("a", "the first"), ("b", "the second")):
         rows.append(_difference_row(f"the ensemble − {arm}", report["mean_versus"][name], "the ensemble", arm))

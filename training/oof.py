@@ -174,13 +174,18 @@ def _cached(path: Path, make) -> Scored:
     return scored
 
 
-def evaluate_runs(runs: list[Path], holdout_fold: int | None, student: Path | None) -> dict:
-    """The report of one cross-validated experiment (see the module docstring)."""
+def folds_of_runs(runs: list[Path]) -> tuple[str | Path, dict[tuple[str, str], int]]:
+    """The fold file the runs were split by (the first run's, else the committed one) and its photo -> fold map."""
     from .folds import DEFAULT_FOLDS_FILE, read_folds
 
+    fold_file = _config(runs[0]).get("folds") or DEFAULT_FOLDS_FILE
+    return fold_file, read_folds(fold_file)
+
+
+def evaluate_runs(runs: list[Path], holdout_fold: int | None, student: Path | None) -> dict:
+    """The report of one cross-validated experiment (see the module docstring)."""
     configs = {run: _config(run) for run in runs}
-    fold_file = next(iter(configs.values())).get("folds") or DEFAULT_FOLDS_FILE
-    fold_of = read_folds(fold_file)
+    fold_file, fold_of = folds_of_runs(runs)
     originals = sorted({folder for c in configs.values() for folder in c["data"]
                         if Path(folder).name in {key[0] for key in fold_of}})
     samples = _samples_by_key(originals)

@@ -23,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .oof import PLAN, Scored, evaluate_runs, figures, flip_share, macro_recall, read_probabilities
+from cassava_edge.metadata import CASSAVA_LABELS
+
+from .oof import (KAGGLE_COUNTS, PLAN, Scored, cross_fitted_prior, evaluate_runs, figures, fit_prior, flip_share,
+                  folds_of_runs, macro_recall, read_probabilities)
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -111,18 +114,35 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path]) -> dict:
     report["b_figures"], own_b, look_b = _arm(runs_b)
     report["difference"] = _versus(own_a, look_a, own_b, look_b)
     own_b, look_b = own_b.subset(own_a.keys), look_b.subset(own_a.keys)
-    report.update(ensemble(own_a, look_a, own_b, look_b))
+    report.update(ensemble(own_a, look_a, own_b, look_b, folds_of_runs(list(runs_a))[1]))
     return report
 
 
-def ensemble(own_a: Scored, look_a: Scored, own_b: Scored, look_b: Scored) -> dict:
-    """Two models' mean probabilities (under each look) scored as one model: its figures, its flip test, and its
-    paired tests against each member. All four must hold the same photos in the same order."""
+def ensemble_prior(mean: Scored, fold_of: dict[tuple[str, str], int]) -> dict:
+    """The deployment prior (issue 17, item 6) for the ensemble: its figures with the Kaggle prior, each fold's
+    photos corrected by a prior fitted on the other folds' photos (so never on the photos scored), and the fit on
+    all its photos, for `python -m export.prior` to write into a joined model that none of these photos trained.
+    Empty for photos of one fold, where there is nothing to fit the prior on but the photos scored."""
+    if len({fold_of[key] for key in mean.keys}) < 2:
+        return {}
+    temperature, bias = fit_prior(mean, KAGGLE_COUNTS)
+    return {"kaggle_prior": KAGGLE_COUNTS,
+            "mean_with_prior": figures(cross_fitted_prior(mean, fold_of, KAGGLE_COUNTS)),
+            "prior_fit": {"photos": len(mean.keys), "temperature": temperature,
+                          "bias": dict(zip(CASSAVA_LABELS, map(float, bias)))}}
+
+
+def ensemble(own_a: Scored, look_a: Scored, own_b: Scored, look_b: Scored,
+             fold_of: dict[tuple[str, str], int] | None = None) -> dict:
+    """Two models' mean probabilities (under each look) scored as one model: its figures, its flip test, its
+    paired tests against each member and, given each photo's fold, its deployment prior (`ensemble_prior`).
+    All four must hold the same photos in the same order."""
     own_mean = Scored(own_a.keys, own_a.labels, (own_a.probs + own_b.probs) / 2)
     look_mean = Scored(own_a.keys, own_a.labels, (look_a.probs + look_b.probs) / 2)
     return {"mean_figures": figures(own_mean), "mean_flip_test": flip_share(own_mean, look_mean),
             "mean_versus": {"a": _versus(own_mean, look_mean, own_a, look_a),
-                            "b": _versus(own_mean, look_mean, own_b, look_b)}}
+                            "b": _versus(own_mean, look_mean, own_b, look_b)},
+            **(ensemble_prior(own_mean, fold_of) if fold_of is not None else {})}
 
 
 def main() -> None:
@@ -153,6 +173,10 @@ def main() -> None:
     mean, mean_flips = report["mean_figures"], report["mean_flip_test"]
     print(f"mean of a and b: top-1 {mean['top1']:.1%}, macro recall {mean['macro_recall']:.1%}, "
           f"flip {mean_flips['flipped']}/{mean_flips['photos']}")
+    if "mean_with_prior" in report:
+        prior = report["mean_with_prior"]
+        print(f"mean of a and b with the Kaggle prior (cross-fitted per fold): top-1 {prior['top1']:.1%}, "
+              f"macro recall {prior['macro_recall']:.1%}")
     for name in ("a", "b"):
         versus = report["mean_versus"][name]
         print(f"mean - {name}: top-1 {versus['top1_difference']:+.1%} (right only in the mean "
