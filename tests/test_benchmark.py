@@ -252,6 +252,31 @@ def test_benchmark_compares_with_keras(tmp_path: Path, two_photos: list[Path]) -
     assert "keras" in output
 
 
+def test_the_seed_b3_reference_runs_its_own_plan_whatever_the_runtime_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose plan has no TTA is still compared with the notebook's 4 crops x 4 views, not with a 4-view
+    reference nobody ran; a .keras model is timed on each run's own plan."""
+    from cassava_edge_benchmarks import harness
+
+    specs: list[dict] = []
+
+    def fake_worker(spec: dict, env: dict | None = None) -> dict:
+        specs.append(spec)
+        return {"status": "ok", "per_photo": [{"top1": 0}], "latency_s": {"mean": 8.0, "p50": 8.0}}
+
+    monkeypatch.setattr(harness, "run_worker_process", fake_worker)
+    monkeypatch.setattr(harness, "summarize", lambda per_photo: {})
+    model = {"crop_size": [512, 512], "photo_short_side": 600}
+    runs = [{"status": "ok", "tta": tta, "scan": "full", "model": model, "per_photo": [{"top1": 0}],
+             "latency_s": {"mean": 0.5, "p50": 0.5}} for tta in ("none", "flip")]
+    (reference,) = harness._run_keras("seed-b3", runs, {})
+    assert [(spec["tta"], spec["scan"]) for spec in specs] == [("seed", "corners")]
+    assert reference["requested"] == {"model": "seed-b3", "tta": "seed", "scan": "corners"}
+    assert [run["keras"]["speedup_mean"] for run in runs] == [16.0, 16.0]
+    specs.clear()
+    harness._run_keras("own.keras", runs, {})
+    assert [(spec["tta"], spec["scan"]) for spec in specs] == [("none", "full"), ("flip", "full")]
+
+
 @needs_data
 def test_benchmark_times_uncertain_and_not_cassava_photos(tmp_path: Path) -> None:
     """A benchmark times photos whatever their status (label_index is None for these two)."""
