@@ -196,7 +196,7 @@ def test_the_docs_page_works_offline(client: TestClient) -> None:
 
 def test_metrics_count_requests_queue_and_views(classifier: Classifier, noise_jpeg: bytes) -> None:
     with TestClient(create_app(classifier, ServeSettings())) as client:
-        client.post("/v1/classify", files=upload("noise.jpg", noise_jpeg))
+        client.post("/v1/classify?tta=seed", files=upload("noise.jpg", noise_jpeg))  # whole photo x 4 views
         client.post("/v1/classify?tta=nope", files=upload("noise.jpg", noise_jpeg))
         client.post("/v1/classify?tta=flip&scan=center", files=upload("noise.jpg", noise_jpeg))  # 1 crop x 2 views
         text = client.get("/metrics").text
@@ -205,7 +205,7 @@ def test_metrics_count_requests_queue_and_views(classifier: Classifier, noise_jp
         assert 'cassava_edge_request_seconds_count{endpoint="/v1/classify"} 3.0' in text
         assert "cassava_edge_queue_depth 0.0" in text
         assert 'cassava_edge_photos_total{status="not_cassava"} 2.0' in text
-        # The default plan's 4 views and the flip plan's 2, each photo in its own step; the CPU session runs 4
+        # The seed plan's 4 views and the flip plan's 2, each photo in its own step; the CPU session runs 4
         # views per onnxruntime call, so the runs are one of 4 and one of 2.
         assert classifier.session.chunk_size == 4
         assert "cassava_edge_views_per_step_count 2.0" in text and "cassava_edge_views_per_step_sum 6.0" in text
