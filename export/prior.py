@@ -7,6 +7,9 @@ writes that bias into each ONNX file given, keeping the file's own temperature (
 own probabilities) and its graph byte for byte::
 
     python -m export.prior models/cassava-lite0.onnx models/cassava-lite0.int8.onnx --report runs/v3/oof.json
+
+A `python -m training.paired` report over two or more folds carries the same `prior_fit` for the two arms'
+ensemble: the bias for a model joined from those recipes with `python -m export --join`.
 """
 
 from __future__ import annotations
