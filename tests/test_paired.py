@@ -62,7 +62,7 @@ def test_the_ensemble_is_scored_against_each_member_and_under_the_look() -> None
     own_b = _probs([[0.9, 0.1, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 0.4, 0.6, 0]], keys, labels)
     look_a = own_a
     look_b = _probs([[0.9, 0.1, 0, 0, 0], [0.6, 0.4, 0, 0, 0], [0, 0, 0.4, 0.6, 0]], keys, labels)
-    result = ensemble(own_a, look_a, own_b, look_b)
+    result = ensemble([(own_a, look_a), (own_b, look_b)])
     assert result["mean_figures"]["top1"] == 1.0
     assert result["mean_flip_test"]["flipped"] == 0  # (1 + 0.4) / 2 still answers CBSD on photo 1
     versus_a, versus_b = result["mean_versus"]["a"], result["mean_versus"]["b"]
@@ -70,6 +70,21 @@ def test_the_ensemble_is_scored_against_each_member_and_under_the_look() -> None
     assert (versus_b["right"]["only_a"], versus_b["right"]["only_b"]) == (1, 0)
     assert versus_a["flipped"]["only_b"] == 0 and versus_b["flipped"]["only_b"] == 1
     assert versus_a["top1_difference"] == pytest.approx(1 / 3)
+
+
+def test_a_third_member_joins_the_mean_but_the_paired_tests_stay_against_a_and_b() -> None:
+    """Photo 0: a and b are split (0.55 CBB from a, 0.55 CBSD from b) and the mean of the two is a tie that
+    argmax gives to CBB, wrong; a third member sure of CBSD makes the mean right. The paired tests still compare
+    the mean with a and with b."""
+    keys, labels = ["0.jpg", "1.jpg"], [1, 3]
+    a = _probs([[0.55, 0.45, 0, 0, 0], [0, 0, 0, 1, 0]], keys, labels)
+    b = _probs([[0.45, 0.55, 0, 0, 0], [0, 0, 0, 1, 0]], keys, labels)
+    c = _probs([[0, 1, 0, 0, 0], [0, 0, 0, 1, 0]], keys, labels)
+    assert ensemble([(a, a), (b, b)])["mean_figures"]["top1"] == 0.5
+    result = ensemble([(a, a), (b, b), (c, c)])
+    assert result["mean_figures"]["top1"] == 1.0
+    assert result["mean_versus"]["a"]["right"]["only_a"] == 1  # right only in the mean, against a (wrong on 0)
+    assert result["mean_versus"]["b"]["right"]["only_a"] == 0  # b was right on photo 0 already
 
 
 def test_the_ensemble_prior_is_fitted_on_other_folds_and_exported_from_all() -> None:
@@ -90,14 +105,14 @@ def test_the_ensemble_prior_is_fitted_on_other_folds_and_exported_from_all() -> 
 
     a, b = member(1), member(2)
     fold_of = {key: i % 2 for i, key in enumerate(a.keys)}
-    result = ensemble(a, a, b, b, fold_of)
+    result = ensemble([(a, a), (b, b)], fold_of)
     assert result["mean_with_prior"]["photos"] == n
     assert result["mean_with_prior"]["top1"] > result["mean_figures"]["top1"] + 0.05
     assert result["prior_fit"]["photos"] == n
     bias = result["prior_fit"]["bias"]
     assert bias["Healthy"] < min(bias[label] for label in ("CBB", "CBSD", "CGM", "CMD"))
-    assert "mean_with_prior" not in ensemble(a, a, b, b, {key: 0 for key in a.keys})
-    assert "mean_with_prior" not in ensemble(a, a, b, b)
+    assert "mean_with_prior" not in ensemble([(a, a), (b, b)], {key: 0 for key in a.keys})
+    assert "mean_with_prior" not in ensemble([(a, a), (b, b)])
 
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "training" / "experiments"
@@ -137,6 +152,11 @@ def test_arms_of_several_folds_pool_their_photos(monkeypatch: pytest.MonkeyPatch
     assert pooled["a_figures"]["flip_test"]["flipped"] == sum(r["a_figures"]["flip_test"]["flipped"] for r in per_fold)
     with pytest.raises(ValueError, match="same photo"):
         compare_runs([fold0, fold0], [fold0, fold4])
+    with pytest.raises(ValueError, match="other photos"):
+        compare_runs([fold0], [fold0], [[fold4]])  # a third member validated elsewhere
+    three = compare_runs([fold0, fold4], [fold0, fold4], [[fold4, fold0]])
+    assert three["mean_figures"] == pooled["a_figures"]["figures"]  # one model thrice is that model
+    assert len(three["also_figures"]) == 1 and "also" not in pooled
 
 
 PAIRED_REPORTS = sorted(EXPERIMENT.glob("*/paired-*.json"))
@@ -150,7 +170,8 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
 
     monkeypatch.chdir(EXPERIMENT.parents[1])
     report = json.loads(path.read_text())
-    again = compare_runs([Path(run) for run in report["a"]], [Path(run) for run in report["b"]])
+    also = [[Path(run) for run in runs] for runs in report.get("also", [])]
+    again = compare_runs([Path(run) for run in report["a"]], [Path(run) for run in report["b"]], also)
     for key in ("top1_difference", "macro_recall_difference", "same_answer"):
         assert again["difference"][key] == pytest.approx(report["difference"][key])
     assert again["difference"]["right"] == report["difference"]["right"]

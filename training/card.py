@@ -91,11 +91,14 @@ def _difference_row(name: str, d: dict, first: str = "the first", second: str = 
 
 
 def paired_rows(report: dict) -> list[str]:
-    """Both arms of a paired comparison, the two as an ensemble (with the deployment prior where the photos span
-    folds), the line of their difference and the ensemble's difference from each arm."""
-    rows = [figures_row(arm_name(report[name], report[f"{name}_figures"]), report[f"{name}_figures"]["figures"],
-                        report[f"{name}_figures"]["flip_test"]) for name in ("a", "b")]
-    rows.append(figures_row("the two as an ensemble (mean probabilities)", report["mean_figures"],
+    """Both arms of a paired comparison (and any more ensemble members), all of them as an ensemble (with the
+    deployment prior where the photos span folds), the line of the two arms' difference and the ensemble's
+    difference from each of the two."""
+    arms = [(report[name], report[f"{name}_figures"]) for name in ("a", "b")]
+    arms += list(zip(report.get("also", []), report.get("also_figures", [])))  # more ensemble members
+    rows = [figures_row(arm_name(runs, arm), arm["figures"], arm["flip_test"]) for runs, arm in arms]
+    members = {2: "two", 3: "three", 4: "four"}.get(len(arms), str(len(arms)))
+    rows.append(figures_row(f"the {members} as an ensemble (mean probabilities)", report["mean_figures"],
                             report["mean_flip_test"]))
     if "mean_with_prior" in report:  # photos of two or more folds
         rows.append(figures_row("the ensemble, with the Kaggle prior (cross-fitted per fold)", report["mean_with_prior"]))

@@ -102,19 +102,29 @@ def _versus(own_a: Scored, look_a: Scored, own_b: Scored, look_b: Scored) -> dic
     return result
 
 
-def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path]) -> dict:
+def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[Sequence[Path]] = ()) -> dict:
     """Each arm's figures and flip test, pooled over its runs (one per fold, as out-of-fold figures are), and the
     paired differences over all their photos. Both arms must have been validated on the same photos.
 
     The two arms are also scored as a two-model ensemble (their mean probabilities, under each look): what a
     teacher or a shipped pair made of both would answer. Its own flip test and its paired tests against each arm
-    say whether the pair beats its members beyond chance."""
+    say whether the pair beats its members beyond chance. Each arm of `also` (validated on the same photos) joins
+    that ensemble as one more member, to ask whether a third model adds to the pair."""
     report: dict = {"a": [str(run) for run in runs_a], "b": [str(run) for run in runs_b]}
     report["a_figures"], own_a, look_a = _arm(runs_a)
     report["b_figures"], own_b, look_b = _arm(runs_b)
     report["difference"] = _versus(own_a, look_a, own_b, look_b)
     own_b, look_b = own_b.subset(own_a.keys), look_b.subset(own_a.keys)
-    report.update(ensemble(own_a, look_a, own_b, look_b, folds_of_runs(list(runs_a))[1]))
+    members = [(own_a, look_a), (own_b, look_b)]
+    if also:
+        report["also"], report["also_figures"] = [[str(run) for run in runs] for runs in also], []
+        for runs in also:
+            summary, own, look = _arm(runs)
+            if sorted(own.keys) != sorted(own_a.keys):
+                raise ValueError(f"{', '.join(map(str, runs))} were validated on other photos than arm a's runs")
+            report["also_figures"].append(summary)
+            members.append((own.subset(own_a.keys), look.subset(own_a.keys)))
+    report.update(ensemble(members, folds_of_runs(list(runs_a))[1]))
     return report
 
 
@@ -132,13 +142,14 @@ def ensemble_prior(mean: Scored, fold_of: dict[tuple[str, str], int]) -> dict:
                           "bias": dict(zip(CASSAVA_LABELS, map(float, bias)))}}
 
 
-def ensemble(own_a: Scored, look_a: Scored, own_b: Scored, look_b: Scored,
-             fold_of: dict[tuple[str, str], int] | None = None) -> dict:
-    """Two models' mean probabilities (under each look) scored as one model: its figures, its flip test, its
-    paired tests against each member and, given each photo's fold, its deployment prior (`ensemble_prior`).
-    All four must hold the same photos in the same order."""
-    own_mean = Scored(own_a.keys, own_a.labels, (own_a.probs + own_b.probs) / 2)
-    look_mean = Scored(own_a.keys, own_a.labels, (look_a.probs + look_b.probs) / 2)
+def ensemble(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, str], int] | None = None) -> dict:
+    """Models' mean probabilities (under each look) scored as one model: its figures, its flip test, its paired
+    tests against the first two members (a and b) and, given each photo's fold, its deployment prior
+    (`ensemble_prior`). Each member is (its own probabilities, its Roboflow-look ones); all hold the same photos
+    in the same order."""
+    (own_a, look_a), (own_b, look_b) = members[0], members[1]
+    own_mean = Scored(own_a.keys, own_a.labels, np.mean([own.probs for own, _ in members], axis=0))
+    look_mean = Scored(own_a.keys, own_a.labels, np.mean([look.probs for _, look in members], axis=0))
     return {"mean_figures": figures(own_mean), "mean_flip_test": flip_share(own_mean, look_mean),
             "mean_versus": {"a": _versus(own_mean, look_mean, own_a, look_a),
                             "b": _versus(own_mean, look_mean, own_b, look_b)},
@@ -153,13 +164,15 @@ def main() -> None:
                         help="run A and run B; or, with --versus, arm A's runs (one per fold)")
     parser.add_argument("--versus", nargs="+", type=Path, default=None,
                         help="arm B's runs, validated on the same folds as arm A's")
+    parser.add_argument("--also", nargs="+", type=Path, action="append", default=[], metavar="RUN",
+                        help="one more ensemble member's runs (one per fold, validated on arm A's photos); repeatable")
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args()
     if args.versus is None and len(args.runs) != 2:
         parser.error("give two runs, or arm A's runs then --versus and arm B's")
     runs_a, runs_b = (args.runs, args.versus) if args.versus is not None else (args.runs[:1], args.runs[1:])
     try:
-        report = compare_runs(runs_a, runs_b)
+        report = compare_runs(runs_a, runs_b, args.also)
     except (OSError, ValueError, KeyError) as error:
         raise SystemExit(f"error: {error}") from None
     if args.output:
@@ -170,12 +183,16 @@ def main() -> None:
         flips = report[f"{name}_figures"]["flip_test"]
         print(f"{name} {' + '.join(report[name])}: top-1 {figures['top1']:.1%}, "
               f"macro recall {figures['macro_recall']:.1%}, flip {flips['flipped']}/{flips['photos']}")
+    for runs, arm in zip(report.get("also", []), report.get("also_figures", [])):
+        print(f"also {' + '.join(runs)}: top-1 {arm['figures']['top1']:.1%}, "
+              f"macro recall {arm['figures']['macro_recall']:.1%}, flip {arm['flip_test']['flipped']}/{arm['flip_test']['photos']}")
     mean, mean_flips = report["mean_figures"], report["mean_flip_test"]
-    print(f"mean of a and b: top-1 {mean['top1']:.1%}, macro recall {mean['macro_recall']:.1%}, "
+    members = "a and b" if "also" not in report else f"a, b and {len(report['also'])} more"
+    print(f"mean of {members}: top-1 {mean['top1']:.1%}, macro recall {mean['macro_recall']:.1%}, "
           f"flip {mean_flips['flipped']}/{mean_flips['photos']}")
     if "mean_with_prior" in report:
         prior = report["mean_with_prior"]
-        print(f"mean of a and b with the Kaggle prior (cross-fitted per fold): top-1 {prior['top1']:.1%}, "
+        print(f"mean of {members} with the Kaggle prior (cross-fitted per fold): top-1 {prior['top1']:.1%}, "
               f"macro recall {prior['macro_recall']:.1%}")
     for name in ("a", "b"):
         versus = report["mean_versus"][name]
