@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cassava_edge_training.card import figures_row, rows
+from cassava_edge_training.card import figures_row, overview_rows, report_part, rows
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = sorted((ROOT / "training" / "experiments").glob("*/*.json"))
@@ -58,3 +58,31 @@ def test_a_paired_report_of_several_folds_names_every_run_of_each_arm() -> None:
     with_prior = rows({**report, "mean_with_prior": _figures(0.85)})[3]  # photos of two folds: the deployment prior
     assert with_prior.startswith("| the ensemble, with the Kaggle prior (cross-fitted per fold) |")
     assert "85.0%" in with_prior
+
+
+OVERVIEW = ROOT / "training" / "experiments" / "overview.json"
+
+
+def test_the_experiments_at_a_glance_are_in_the_card_word_for_word() -> None:
+    """Item 7's table: one row per entry of overview.json, its figures read from the committed report it names."""
+    overview = json.loads(OVERVIEW.read_text(encoding="utf-8"))
+    card = (ROOT / "models" / "README.md").read_text(encoding="utf-8")
+    table = overview_rows(overview, OVERVIEW.parent)
+    assert len(table) == len(overview) and len(set(table)) == len(table)
+    missing = [row for row in table if row not in card]
+    assert not missing, "models/README.md lacks (or changed) these rows of overview.json:\n" + "\n".join(missing)
+
+
+def test_a_report_part_is_found_by_name_or_refused() -> None:
+    flips = {"photos": 200, "flipped": 9, "share": 0.045}
+    oof = {"oof": {**_figures(0.7), "flip_test": flips, "with_prior": _figures(0.75)}}
+    assert report_part(oof, "oof") == (oof["oof"], flips)
+    assert report_part(oof, "oof.with_prior") == (_figures(0.75), None)
+    arm = {"figures": _figures(0.8), "flip_test": flips}
+    paired = {"a_figures": arm, "b_figures": {**arm, "figures": _figures(0.6)}, "also_figures": [arm],
+              "mean_figures": _figures(0.9), "mean_flip_test": flips}
+    assert report_part(paired, "b")[0]["top1"] == 0.6
+    assert report_part(paired, "also.0")[0]["top1"] == 0.8
+    assert report_part(paired, "mean") == (_figures(0.9), flips)
+    with pytest.raises(ValueError, match="no part 'best'"):
+        report_part(paired, "best")

@@ -3,6 +3,7 @@
 typed by hand::
 
     python -m training.card training/experiments/v3-onelook-320/oof.json
+    python -m training.card training/experiments/overview.json   # every experiment at a glance
 
 ``tests/test_card.py`` checks that every row this prints for a committed report is in the card, word for word.
 """
@@ -136,6 +137,42 @@ def look_rows(report: dict) -> list[str]:
     return rows
 
 
+def report_part(report: dict, part: str) -> tuple[dict, dict | None]:
+    """One model's (or ensemble's) figures and flip test in a report, by name: `oof`, `oof.with_prior`,
+    `holdout.ensemble`, `holdout.student` (training.oof); `a`, `b`, `also.N`, `mean`, `mean_with_prior`
+    (training.paired). Figures with a prior have no flip test."""
+    if part == "oof":
+        return report["oof"], report["oof"]["flip_test"]
+    if part == "oof.with_prior":
+        return report["oof"]["with_prior"], None
+    if part == "holdout.ensemble":
+        return report["holdout"]["ensemble"], None
+    if part == "holdout.student":
+        return report["holdout"]["student"], report["holdout"]["student"]["flip_test"]
+    if part in ("a", "b") or part.startswith("also."):
+        arm = report[f"{part}_figures"] if part in ("a", "b") else report["also_figures"][int(part.split(".")[1])]
+        return arm["figures"], arm["flip_test"]
+    if part == "mean":
+        return report["mean_figures"], report["mean_flip_test"]
+    if part == "mean_with_prior":
+        return report["mean_with_prior"], None
+    raise ValueError(f"a report has no part {part!r}")
+
+
+def overview_rows(overview: list[dict], experiments: Path) -> list[str]:
+    """The card's table of every cross-validated experiment at a glance (issue 17, item 7): per entry of
+    `training/experiments/overview.json`, the figures of one part of its report (paths relative to
+    `experiments`), then the folder probe and the wall time, which no report holds: they were measured by
+    `python -m export.probe` and the clock, and the entry says which model and which runs."""
+    rows = []
+    for entry in overview:
+        report = json.loads((experiments / entry["report"]).read_text(encoding="utf-8"))
+        figures, flip = report_part(report, entry["part"])
+        row = figures_row(f"{entry['experiment']}: {entry['model']}", figures, flip)
+        rows.append(f"{row} {entry['folder_probe']} | {entry['wall_time']} |")
+    return rows
+
+
 def rows(report: dict) -> list[str]:
     if "candidates" in report:
         return candidate_rows(report) + look_rows(report)
@@ -146,13 +183,15 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description="Model-card table rows from an experiment report.")
-    parser.add_argument("report", type=Path, help="JSON written by training.oof, training.paired or training.candidates")
+    parser.add_argument("report", type=Path, help="JSON written by training.oof, training.paired or training.candidates, "
+                        "or training/experiments/overview.json (the experiments at a glance)")
     args = parser.parse_args()
     try:
         report = json.loads(args.report.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"error: cannot read {args.report}: {error}") from None
-    print("\n".join(rows(report)))
+        lines = overview_rows(report, args.report.parent) if isinstance(report, list) else rows(report)
+    except (OSError, ValueError, KeyError, IndexError) as error:
+        raise SystemExit(f"error: cannot read {args.report}: {error!r}") from None
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
