@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .looks import roboflow_chain
-from .oof import PLAN, Scored, _samples_by_key, read_probabilities, score_checkpoint, write_scored
+from .oof import PLAN, Scored, samples_by_key, read_probabilities, score_checkpoint, write_scored
 
 
 def chained_twice(rgb: np.ndarray) -> np.ndarray:
@@ -38,7 +38,7 @@ def canonical_run(run: Path, checkpoint: Path, output: Path) -> tuple[Scored, Sc
     if not chained_path.is_file():
         raise FileNotFoundError(f"{chained_path} is missing: run python -m training.oof {run} first")
     chained = read_probabilities(chained_path)
-    by_key = _samples_by_key(config["data"])
+    by_key = samples_by_key(config["data"])
     twice = score_checkpoint(checkpoint, [by_key[key] for key in chained.keys], config["photo_short_side"],
                              look=chained_twice)
     output.mkdir(parents=True, exist_ok=True)

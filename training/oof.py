@@ -158,7 +158,8 @@ def cross_fitted_prior(oof: Scored, fold_of: dict[tuple[str, str], int], prior: 
     return Scored(oof.keys, oof.labels, out)
 
 
-def _samples_by_key(folders: list[str]) -> dict[tuple[str, str], Sample]:
+def samples_by_key(folders: list[str]) -> dict[tuple[str, str], Sample]:
+    """Every photo of the folders by (folder, image_id), the key the probability tables use."""
     return {(s.folder, s.image_id): s for folder in folders for s in read_kaggle_folder(folder)}
 
 
@@ -188,7 +189,7 @@ def evaluate_runs(runs: list[Path], holdout_fold: int | None, student: Path | No
     fold_file, fold_of = folds_of_runs(runs)
     originals = sorted({folder for c in configs.values() for folder in c["data"]
                         if Path(folder).name in {key[0] for key in fold_of}})
-    samples = _samples_by_key(originals)
+    samples = samples_by_key(originals)
     # The report names files relative to where it runs (the project root), never by this machine's absolute paths.
     fold_name = os.path.relpath(fold_file) if Path(fold_file).is_absolute() else str(fold_file)
     report: dict = {"fold_file": fold_name, "runs": {}, "kaggle_prior": KAGGLE_COUNTS}
