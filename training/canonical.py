@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .looks import roboflow_chain
-from .oof import PLAN, Scored, samples_by_key, read_probabilities, score_checkpoint, write_scored
+from .oof import PLAN, Scored, flip_share, read_probabilities, samples_by_key, score_checkpoint, write_scored
 
 
 def chained_twice(rgb: np.ndarray) -> np.ndarray:
@@ -63,7 +63,7 @@ def main() -> None:
     except (OSError, ValueError, KeyError) as error:
         raise SystemExit(f"error: {error}") from None
     right = float(np.mean(chained.probs.argmax(1) == chained.labels))
-    flipped = int(np.sum(chained.probs.argmax(1) != twice.probs.argmax(1)))
+    flipped = flip_share(chained, twice)["flipped"]
     print(f"{args.output}: top-1 {right:.1%} on {len(chained.keys)} chained photos, {flipped} answers change when "
           f"chained again")
 

@@ -44,14 +44,23 @@ def discordant(a: np.ndarray, b: np.ndarray) -> dict:
     return {"only_a": only_a, "only_b": only_b, "both": int((a & b).sum()), "mcnemar_p": mcnemar_p(only_a, only_b)}
 
 
-def paired(a: Scored, b: Scored, bootstrap: int = 2000, seed: int = 0) -> dict:
-    """a minus b on the same photos: top-1 and macro-recall differences with percentile-bootstrap intervals,
-    the discordant photos of top-1, and how often the two answer alike."""
+def aligned(a: Scored, b: Scored,
+            different_photos: str = "the two runs were validated on different photos: compare runs of the same fold",
+            ) -> Scored:
+    """b's rows in a's order; refuses runs validated on other photos (with `different_photos`) or that give a photo
+    other labels."""
     if sorted(a.keys) != sorted(b.keys):
-        raise ValueError("the two runs were validated on different photos: compare runs of the same fold")
+        raise ValueError(different_photos)
     b = b.subset(a.keys)
     if not np.array_equal(a.labels, b.labels):
         raise ValueError("the two runs give the same photo different labels")
+    return b
+
+
+def paired(a: Scored, b: Scored, bootstrap: int = 2000, seed: int = 0) -> dict:
+    """a minus b on the same photos: top-1 and macro-recall differences with percentile-bootstrap intervals,
+    the discordant photos of top-1, and how often the two answer alike."""
+    b = aligned(a, b)
     pred_a, pred_b = a.probs.argmax(1), b.probs.argmax(1)
     right_a, right_b = pred_a == a.labels, pred_b == a.labels
     rng = np.random.default_rng(seed)
@@ -120,10 +129,9 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[
         report["also"], report["also_figures"] = [[str(run) for run in runs] for runs in also], []
         for runs in also:
             summary, own, look = _arm(runs)
-            if sorted(own.keys) != sorted(own_a.keys):
-                raise ValueError(f"{', '.join(map(str, runs))} were validated on other photos than arm a's runs")
+            own = aligned(own_a, own, f"{', '.join(map(str, runs))} were validated on other photos than arm a's runs")
             report["also_figures"].append(summary)
-            members.append((own.subset(own_a.keys), look.subset(own_a.keys)))
+            members.append((own, look.subset(own_a.keys)))
     report.update(ensemble(members, folds_of_runs(list(runs_a))[1]))
     return report
 
