@@ -69,6 +69,8 @@ RULES: tuple[Rule, ...] = (
     Rule(r"--compare-keras runs/", skip="needs a training run's Keras checkpoint (runs/)"),
     Rule(r"--compare-keras seed-b3", skip="the Keras B3 reference: seconds per photo, needs tensorflow"),
     Rule(r"/tmp/round1-models", skip="round 1's files from git history (the scratch copy is no git clone)"),
+    Rule(r"^git show|runs/v3i/cassava-lite0-lite2-v3\.onnx",
+         skip="the previous default's file from git history (the scratch copy is no git clone)"),
     Rule(r"/tmp/lite2", skip="needs an experiment's export (training first)"),
     Rule(r"benchmark-serve", skip="a full service benchmark (minutes; tests/test_serve*.py cover the server)"),
     Rule(r"cassava-edge serve\b|^curl |^export CASSAVA_EDGE_API_KEY",

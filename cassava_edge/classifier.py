@@ -26,6 +26,7 @@ from cassava_edge.models import resolve_model
 from cassava_edge.pipeline import batched, check_workers, ordered_map
 from cassava_edge.calibration import sigmoid
 from cassava_edge.colour import DEFAULT_CHECK, colour_problem
+from cassava_edge.looks import Look
 from cassava_edge.metadata import ColourCheck
 from cassava_edge.results import NOT_CASSAVA, OK, SPEED_STAGES, UNCERTAIN, Classification, PreparedImage
 from cassava_edge.scan import check_plan, make_crops
@@ -51,6 +52,10 @@ class Classifier:
     `colour_check` overrides the model's colour check (metadata ``trust.colour``: photos without usable colour fail
     with the reason): None keeps the model's, False turns it off, True turns it on with `cassava_edge.colour`'s
     default thresholds (for a model exported without them), a `ColourCheck` uses its own thresholds.
+
+    `look` overrides the model's look (metadata ``look``: the re-encoding every photo is given before its crops are
+    cut, see `cassava_edge.looks`): None keeps the model's, False scores photos as they are (only to measure what
+    the look does: the model's figures were measured with it).
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class Classifier:
         max_results: int | None = None,
         score_threshold: float | None = None,
         colour_check: bool | ColourCheck | None = None,
+        look: bool | None = None,
     ) -> None:
         top_k, min_confidence = _call_options(top_k, max_results, min_confidence, score_threshold)
         self.top_k = DEFAULT_TOP_K if top_k is None else top_k
@@ -92,6 +98,7 @@ class Classifier:
             min_confidence if min_confidence is not None else trust.min_confidence if trust else None
         )
         self.colour_check = _colour_check(colour_check, trust.colour if trust else None)
+        self.look: Look | None = None if look is False else self.metadata.look
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -109,7 +116,8 @@ class Classifier:
         return load_image(image, color=color, max_megapixels=self.max_megapixels)
 
     def prepare(self, rgb: np.ndarray, *, name: str = "<array>") -> PreparedImage:
-        """Scale the photo to training scale, cut the scan plan's crops and make the TTA views (float32).
+        """Give the photo the model's look (if it has one), scale it to training scale, cut the scan plan's crops and
+        make the TTA views (float32).
 
         ImageError for a photo the model cannot judge: too small, too elongated, or (under a colour check, see
         `colour_check`) without usable colour."""
@@ -125,6 +133,8 @@ class Classifier:
         problem = None if self.colour_check is None else colour_problem(rgb, self.colour_check)
         if problem is not None:  # a failure, not "uncertain": no inference, and the reason tells what to retake
             raise ImageError(name, problem)
+        if self.look is not None:  # after the checks: they judge the photo the user took
+            rgb = self.look.apply(rgb)
         crops = make_crops(rgb, self.scan, self.metadata.photo.short_side, self.metadata.crop_size)
         views = self.tta.apply(crops.images).astype(np.float32, copy=False)
         return PreparedImage(
@@ -329,6 +339,7 @@ class Classifier:
             "min_confidence": self.min_confidence,
             "min_short_side": self.min_short_side,
             "colour_check": None if self.colour_check is None else dataclasses.asdict(self.colour_check),
+            "look": None if self.look is None else dataclasses.asdict(self.look),
             "not_cassava_output": self.session.not_cassava_name,
             "versions": {
                 "cassava_edge": cassava_edge.__version__,

@@ -8,8 +8,10 @@ tools such as Netron show them one per line.
 Schema versions: 1 is the original contract; 2 adds the optional `calibration` (temperature scaling of a photo's
 averaged probabilities) and `trust` (minimum confidence, minimum photo size, the not-cassava output and its
 threshold); 3 adds the calibration's optional `class_bias` (a per-class logit offset, fitted so the answers follow a
-deployment prior such as Kaggle's label counts). Export writes 2 unless a model carries a class bias. The runtime
-reads 1-3 and refuses any other version.
+deployment prior such as Kaggle's label counts); 4 adds the optional `look` (`cassava_edge.looks.Look`: the
+re-encoding every photo is given before the crops are cut). Export writes 2 unless a model carries a class bias (3)
+or a look (4), so that an older runtime says "upgrade" instead of skipping either silently. The runtime reads 1-4
+and refuses any other version.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from typing import Any, Mapping, Optional
 
 from cassava_edge.contract import DEFAULT_SCAN, DEFAULT_TTA, OUTPUT_NAME
 from cassava_edge.errors import ModelError
+from cassava_edge.looks import Look
 
 SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2, 3)
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2, 3, 4)
 CLASS_BIAS_SCHEMA_VERSION = 3  # an older runtime would drop the bias silently, so such a model says it needs 3
+LOOK_SCHEMA_VERSION = 4  # likewise for the look: a model that needs it must never run without it
 KEY_PREFIX = "cassava_edge."
 
 # The five Kaggle 2020 classes, in the model's output order. Export writes them into each model; the runtime
@@ -157,6 +161,14 @@ class ModelMetadata:
     schema_version: int = SCHEMA_VERSION
     calibration: Optional[Calibration] = None  # schema 2; None: probabilities are used as the model gives them
     trust: Optional[Trust] = None  # schema 2; None: every classified photo is "ok" unless the user sets a minimum
+    look: Optional[Look] = None  # schema 4; None: photos are scaled and cropped as they are
+
+    def lowest_schema_version(self) -> int:
+        """The oldest schema that holds everything this metadata says (export writes at least SCHEMA_VERSION)."""
+        if self.look is not None:
+            return LOOK_SCHEMA_VERSION
+        bias = self.calibration.class_bias if self.calibration is not None else None
+        return CLASS_BIAS_SCHEMA_VERSION if bias is not None else SCHEMA_VERSION
 
     @property
     def crop_size(self) -> tuple[int, int]:
@@ -172,6 +184,8 @@ class ModelMetadata:
                     del data["calibration"][key]
         if data["trust"] is not None and data["trust"]["colour"] is None:
             del data["trust"]["colour"]  # likewise: a model without the colour check reads as it did before it
+        if data["look"] is None:
+            del data["look"]
         return {KEY_PREFIX + key: json.dumps(value, sort_keys=True) for key, value in data.items()}
 
     @classmethod
@@ -202,7 +216,7 @@ class ModelMetadata:
         try:
             inp = dict(data.pop("input"))
             inp["value_range"] = tuple(inp.get("value_range", (0.0, 255.0)))
-            calibration, trust = data.pop("calibration", None), data.pop("trust", None)
+            calibration, trust, look = data.pop("calibration", None), data.pop("trust", None), data.pop("look", None)
             meta = cls(
                 labels=tuple(data.pop("labels")),
                 label_names=tuple(data.pop("label_names")),
@@ -210,6 +224,7 @@ class ModelMetadata:
                 photo=PhotoScale(**data.pop("photo")),
                 calibration=None if calibration is None else _calibration(calibration),
                 trust=None if trust is None else _trust(trust),
+                look=None if look is None else Look(**look),
                 **data,
             )
         except (TypeError, ValueError) as exc:
@@ -240,6 +255,10 @@ class ModelMetadata:
                 problems.append(f"calibration class_bias needs metadata schema version {CLASS_BIAS_SCHEMA_VERSION}")
         if self.trust is not None:
             problems.extend(self.trust.problems())
+        if self.look is not None:
+            problems.extend(self.look.problems())
+            if self.schema_version < LOOK_SCHEMA_VERSION:
+                problems.append(f"look needs metadata schema version {LOOK_SCHEMA_VERSION}")
         if problems:
             raise ModelError(f"{source}: " + "; ".join(problems))
 
@@ -270,9 +289,11 @@ def cassava_metadata(
     provenance: Mapping[str, Any] | None = None,
     calibration: Calibration | None = None,
     trust: Trust | None = None,
+    look: Look | None = None,
 ) -> ModelMetadata:
     """The metadata of a five-class cassava model taking raw 0..255 RGB crops of `crop_size`, with the optional
-    calibration and trust settings fitted at export (schema version 2)."""
+    calibration and trust settings fitted at export (schema version 2) and the look it asks photos to be given
+    (schema version 4)."""
     return ModelMetadata(
         labels=CASSAVA_LABELS,
         label_names=CASSAVA_LABEL_NAMES,
@@ -285,6 +306,8 @@ def cassava_metadata(
         provenance=dict(provenance or {}),
         calibration=calibration,
         trust=trust,
+        look=look,
+        schema_version=SCHEMA_VERSION if look is None else LOOK_SCHEMA_VERSION,
     )
 
 

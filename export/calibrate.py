@@ -38,7 +38,7 @@ from cassava_edge.colour import DEFAULT_CHECK
 from cassava_edge.contract import NOT_CASSAVA_NAME
 from cassava_edge.labelled import LabelledPhoto
 from cassava_edge.metrics import classification_report, mean_per_photo
-from cassava_edge.metadata import SCHEMA_VERSION, Calibration, ModelMetadata, Trust
+from cassava_edge.metadata import Calibration, ModelMetadata, Trust
 
 from .errors import ExportError, InputError
 from .onnxfile import jsonable, read_metadata, save_with_metadata
@@ -77,7 +77,7 @@ def photo_features(model: onnx.ModelProto, paths: Sequence[Path], meta: ModelMet
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     features_name = probe.graph.output[-1].name
     crops = crop_photos(list(paths), meta.default_scan, meta.photo.short_side, meta.input.height,
-                        on_unreadable=lambda why: echo(f"skipped {why}"))
+                        on_unreadable=lambda why: echo(f"skipped {why}"), look=meta.look)
     if len(crops.photos) != len(paths):
         raise ExportError(f"{len(paths) - len(crops.photos)} photos could not be read")
     rows = [session.run([features_name], {meta.input.name: crops.crops[i : i + 8].astype(np.float32)})[0]
@@ -184,7 +184,8 @@ def calibrate(folder: Path, name: str, validation: list[LabelledPhoto], cassava_
         with_head = append_head(proto, head.weights, head.bias, distance)
         trust = Trust(min_confidence=0.0, min_short_side=MIN_SHORT_SIDE, not_cassava_output=NOT_CASSAVA_NAME,
                       not_cassava_threshold=1.0)
-        staged = replace(meta, schema_version=SCHEMA_VERSION, calibration=None, trust=trust)
+        staged = replace(meta, calibration=None, trust=trust)
+        staged = replace(staged, schema_version=staged.lowest_schema_version())
         save_with_metadata(with_head, path, staged)
         probs, scores = _classify(path, validation)
         if threshold is None:

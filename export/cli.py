@@ -14,6 +14,7 @@ import click
 
 from cassava_edge.contract import DEFAULT_SCAN, DEFAULT_TTA
 from cassava_edge.extras import ONNXRUNTIME_HINT
+from cassava_edge.looks import LOOK_KINDS
 from .errors import ExportError, InputError
 
 # The [export] extra's modules, imported only once an export starts, so that --help works without them;
@@ -55,13 +56,19 @@ def _variants(value: str) -> tuple[str, ...]:
 @click.option("--join", multiple=True, type=click.Path(path_type=Path),
               help="Another run folder or .keras file of the same crop and photo scale (repeatable): the file "
                    "answers the mean of all their probabilities.")
+@click.option("--member", type=click.IntRange(min=0),
+              help="SOURCE is a joined .onnx file (--join wrote it): export its member N alone, weights unchanged.")
+@click.option("--look", type=click.Choice(("none", *LOOK_KINDS)), default="none", show_default=True,
+              help="The look every photo is given before the model, in the runtime and in every figure measured here "
+                   "(roboflow: squeezed to 640x640, JPEG q75, aspect restored; metadata schema 4).")
 def main(source: Path, output: Path, name: str | None, variants: str, calibration: tuple[Path, ...],
          calibration_count: int, validation: tuple[Path, ...], validation_list: Path | None, default_tta: str,
          default_scan: str, photo_short_side: int | None, int8_configs: str, seed: int, force: bool,
-         join: tuple[Path, ...]) -> None:
+         join: tuple[Path, ...], member: int | None, look: str) -> None:
     """Export SOURCE (a training run folder or a .keras file) to ONNX: NAME.onnx (fp32), NAME.fp16.onnx,
     NAME.int8.onnx and NAME.variants.json (sizes, parity, accuracy, latency). With --join, SOURCE and the joined
-    checkpoints become one graph answering the mean of their probabilities."""
+    checkpoints become one graph answering the mean of their probabilities. With --member, SOURCE is such a joined
+    .onnx file and one of its members is exported alone."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter would bury the report
     try:
         from .pipeline import export_model
@@ -72,7 +79,7 @@ def main(source: Path, output: Path, name: str | None, variants: str, calibratio
             calibration_count=calibration_count, validation=validation, validation_list=validation_list,
             default_tta=default_tta, default_scan=default_scan, photo_short_side=photo_short_side,
             int8_configs=tuple(c.strip() for c in int8_configs.split(",") if c.strip()), force=force, seed=seed,
-            join=join,
+            join=join, member=member, look=look,
         )
         export_model(request, echo=click.echo)
     except InputError as exc:

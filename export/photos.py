@@ -16,6 +16,7 @@ import numpy as np
 from cassava_edge.contract import IMAGE_EXTENSIONS
 from cassava_edge.errors import ImageError
 from cassava_edge.imaging import load_image
+from cassava_edge.looks import Look
 from cassava_edge.labelled import LabelledPhoto, read_ids
 from cassava_edge.scan import make_crops
 from .errors import InputError
@@ -100,8 +101,10 @@ def crop_photos(
     short_side: int,
     crop_size: int,
     on_unreadable: Callable[[str], None] | None = None,
+    look: Look | None = None,
 ) -> CropSet:
-    """The `plan` crops ("center", "grid", ...) of each photo at training scale, as the runtime cuts them.
+    """The `plan` crops ("center", "grid", ...) of each photo at training scale, as the runtime cuts them: given
+    the model's `look` first, when it has one.
 
     An unreadable photo raises InputError, or is reported to `on_unreadable` and left out when that is given.
     """
@@ -114,6 +117,8 @@ def crop_photos(
                 raise InputError(str(exc)) from None
             on_unreadable(str(exc))
             continue
+        if look is not None:
+            rgb = look.apply(rgb)
         photo_crops = make_crops(rgb, plan, short_side, (crop_size, crop_size)).images
         crops.append(photo_crops)
         owner += [len(kept)] * len(photo_crops)

@@ -1,4 +1,4 @@
-"""One export: checkpoint -> NAME.onnx (fp32) [+ NAME.fp16.onnx, NAME.int8.onnx] + NAME.variants.json.
+"""One export: checkpoint (or one member of a joined ONNX file) -> NAME.onnx (fp32) [+ NAME.fp16.onnx, NAME.int8.onnx] + NAME.variants.json.
 
 Every file is built and checked in a temporary folder inside the output folder and moved into place only when its
 checks pass, so a failed export never leaves a file that looks good. The pieces: plan.py (the request checked
@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -31,6 +31,7 @@ from .plan import Echo, ExportPlan, ExportRequest, file_name, plan_export
 from .publish import move_into_place
 from .report import VariantsReport, figures_line, provenance_of
 from .selection import LOW_AGREEMENT, MAX_ACCURACY_LOSS_POINTS, choose_int8, refusal, too_lossy
+from .member import check_member_parity, member_graph
 from .source import join_models, load_keras_model
 from .variants import nonstandard_ops, prepare_for_quantization, quantize_int8, to_fp16
 
@@ -52,12 +53,30 @@ def export_model(request: ExportRequest, echo: Echo = print) -> ExportResult:
     """Run one export. Raises InputError (bad arguments), ParityError (nothing written) or VariantRefused
     (after writing the files that passed)."""
     plan = plan_export(request, echo)
-    model = load_keras_model(plan.source.checkpoint)
-    if plan.members:
-        echo(f"joining {plan.source.checkpoint} with {', '.join(str(m.checkpoint) for m in plan.members)}: "
-             "one graph, the mean of their probabilities")
-        model = join_models([model, *(load_keras_model(member.checkpoint) for member in plan.members)])
-    crop_size = int(model.inputs[0].shape[1])
+    if plan.source.member is not None:
+        joined = onnx.load(str(plan.source.checkpoint))
+        index = plan.source.member
+        echo(f"taking member {index} out of {plan.source.checkpoint} (recorded from "
+             f"{(plan.source.member_checkpoint or {}).get('path', '?')}), weights unchanged")
+        proto = member_graph(joined, index)
+        crop_size = int(proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
+        parity_with = "the member inside the joined graph"
+
+        def parity_check(path: Path, inputs: np.ndarray) -> float:
+            return check_member_parity(joined, index, path, inputs, TOLERANCE)
+    else:
+        model = load_keras_model(plan.source.checkpoint)
+        if plan.members:
+            echo(f"joining {plan.source.checkpoint} with {', '.join(str(m.checkpoint) for m in plan.members)}: "
+                 "one graph, the mean of their probabilities")
+            model = join_models([model, *(load_keras_model(member.checkpoint) for member in plan.members)])
+        crop_size = int(model.inputs[0].shape[1])
+        echo(f"converting {plan.source.checkpoint} ({crop_size}x{crop_size}) to ONNX opset 17")
+        proto = keras_to_onnx(model, INPUT_NAME)
+        parity_with = "Keras"
+
+        def parity_check(path: Path, inputs: np.ndarray) -> float:
+            return check_parity(model, path, inputs, TOLERANCE)
     configured = plan.source.training_config.get("crop_size")
     if configured is not None and int(configured) != crop_size:
         raise InputError(f"{plan.source.checkpoint}: model input is {crop_size}x{crop_size} but config.json "
@@ -65,9 +84,12 @@ def export_model(request: ExportRequest, echo: Echo = print) -> ExportResult:
     if plan.short_side < crop_size:
         raise InputError(f"photo short side {plan.short_side} is smaller than the crop size {crop_size}")
 
-    validation = crop_photos([p.path for p in plan.validation], request.default_scan, plan.short_side, crop_size)
+    if plan.look is not None:
+        echo(f"look: every photo {plan.look.describe()} before its crops are cut, here and in the runtime")
+    validation = crop_photos([p.path for p in plan.validation], request.default_scan, plan.short_side, crop_size,
+                             look=plan.look)
     calibration = crop_photos(plan.calibration, "grid", plan.short_side, crop_size,
-                              on_unreadable=lambda why: echo(f"calibration: skipped {why}"))
+                              on_unreadable=lambda why: echo(f"calibration: skipped {why}"), look=plan.look)
     if plan.calibration and not len(calibration):
         raise InputError("none of the calibration photos could be read")
     parity_inputs, parity_desc = _parity_inputs(plan, crop_size, calibration, request.seed)
@@ -76,31 +98,30 @@ def export_model(request: ExportRequest, echo: Echo = print) -> ExportResult:
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{plan.name}.", suffix=".export", dir=plan.out_dir))
     try:
-        return _export(request, plan, model, crop_size, work, parity_inputs, parity_desc, measure_set,
-                       calibration, echo)
+        return _export(request, plan, proto, parity_check, parity_with, crop_size, work, parity_inputs,
+                       parity_desc, measure_set, calibration, echo)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _export(request: ExportRequest, plan: ExportPlan, model: Any, crop_size: int, work: Path,
+def _export(request: ExportRequest, plan: ExportPlan, proto: onnx.ModelProto,
+            parity_check: Callable[[Path, np.ndarray], float], parity_with: str, crop_size: int, work: Path,
             parity_inputs: np.ndarray, parity_desc: dict[str, Any], data: MeasureSet, calibration: CropSet,
             echo: Echo) -> ExportResult:
-    echo(f"converting {plan.source.checkpoint} ({crop_size}x{crop_size}) to ONNX opset 17")
-    proto = keras_to_onnx(model, INPUT_NAME)
     input_name, output_name = io_names(proto)
     # Every file carries its metadata from the start (fp16 and int8 conversion keep it), so that each one is
     # measured through the runtime's own session, which checks the graph against it; provenance comes last.
     metadata = cassava_metadata(crop_size, plan.short_side, input_name=input_name, output_name=output_name,
-                                default_scan=request.default_scan, default_tta=request.default_tta)
+                                default_scan=request.default_scan, default_tta=request.default_tta, look=plan.look)
     raw = {"fp32": work / "fp32.raw.onnx"}
     save_with_metadata(proto, raw["fp32"], metadata)
-    difference = check_parity(model, raw["fp32"], parity_inputs, TOLERANCE)
+    difference = parity_check(raw["fp32"], parity_inputs)
     sums = onnx_probabilities(raw["fp32"], parity_inputs).sum(axis=1)
     if not np.allclose(sums, 1.0, atol=1e-3):
         raise InputError(f"{plan.source.checkpoint}: the output is not a softmax (rows sum to {sums.min():.3g}.."
                          f"{sums.max():.3g}); the contract's output is probabilities")
-    parity = {"max_softmax_diff": difference, "tolerance": TOLERANCE, **parity_desc}
-    echo(f"parity with Keras: largest softmax difference {difference:.2e} on {len(parity_inputs)} inputs "
+    parity = {"max_softmax_diff": difference, "tolerance": TOLERANCE, "against": parity_with, **parity_desc}
+    echo(f"parity with {parity_with}: largest softmax difference {difference:.2e} on {len(parity_inputs)} inputs "
          f"(tolerance {TOLERANCE:g})")
 
     # Build every file first and time them together at the end (see interleaved_latency_ms).
@@ -188,7 +209,7 @@ def _parity_inputs(plan: ExportPlan, crop_size: int, calibration: CropSet, seed:
     photos = [p.path for p in plan.validation[:PARITY_PHOTOS]] or list(calibration.photos[:PARITY_PHOTOS])
     if not photos:
         raise InputError("the parity check needs real photos: pass --validation DIR or --calibration DIR")
-    real = crop_photos(photos, "center", plan.short_side, crop_size).as_float()
+    real = crop_photos(photos, "center", plan.short_side, crop_size, look=plan.look).as_float()
     noise = np.random.default_rng(seed).uniform(0, 255, (PARITY_RANDOM, crop_size, crop_size, 3)).astype(np.float32)
     return np.concatenate([real, noise]), {"photos": len(real), "random": PARITY_RANDOM, "crop": "center"}
 

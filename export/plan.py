@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cassava_edge.contract import DEFAULT_SCAN, DEFAULT_TTA
+from cassava_edge.looks import Look, look_named
 from cassava_edge.scan import SCAN_PLANS
 from cassava_edge.tta import TTA_PRESETS
 from .errors import InputError
 from .photos import LabelledPhoto, pick_calibration_photos, read_validation_photos
 from .portable import portable_path
-from .source import ExportSource, find_source
+from .source import ExportSource, find_member_source, find_source
 from .variants import DEFAULT_INT8_CONFIGS, Int8Config, int8_config
 
 VARIANTS = ("fp16", "int8")
@@ -40,6 +41,8 @@ class ExportRequest:
     force: bool = False
     seed: int = 0
     join: tuple[Path, ...] = ()  # more checkpoints: one graph answering the mean of all their probabilities
+    member: int | None = None  # SOURCE is a joined ONNX file: export this member of it alone
+    look: str = "none"  # the look every photo is given before the model (cassava_edge.looks; metadata schema 4)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class ExportPlan:
     calibration: list[Path]
     calibration_desc: dict[str, Any]
     members: tuple[ExportSource, ...] = ()  # the checkpoints joined to `source` (--join), in order
+    look: Look | None = None
 
 
 def default_name(source: ExportSource, members: tuple[ExportSource, ...] = ()) -> str:
@@ -89,7 +93,11 @@ def plan_export(request: ExportRequest, echo: Echo) -> ExportPlan:
     for folder in request.calibration:  # reported even when int8 is not requested: still a mistake
         if not folder.is_dir():
             raise InputError(f"{folder}: no such calibration folder")
-    source = find_source(request.source)
+    try:
+        look = look_named(request.look)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    source = _source(request)
     short_side = request.photo_short_side or source.training_config.get("photo_short_side")
     if not short_side:
         raise InputError(f"{source.checkpoint}: no config.json beside it to give the photo scale; "
@@ -126,7 +134,22 @@ def plan_export(request: ExportRequest, echo: Echo) -> ExportPlan:
         calibration_desc = {"folders": [portable_path(f) for f in folders], "photos": len(calibration),
                             "excluded_validation_ids": len(exclude), "seed": request.seed}
     return ExportPlan(source, out_dir, name, int(short_side), tuple(dict.fromkeys(request.variants)), configs,
-                      validation, validation_desc, calibration, calibration_desc, members)
+                      validation, validation_desc, calibration, calibration_desc, members, look)
+
+
+def _source(request: ExportRequest) -> ExportSource:
+    """A Keras run or checkpoint, or with --member one member of a joined ONNX file."""
+    is_onnx = request.source.suffix.lower() == ".onnx"
+    if request.member is None:
+        if is_onnx:
+            raise InputError(f"{request.source}: an ONNX file is exported again only as one member of a joined "
+                             "model: pass --member N")
+        return find_source(request.source)
+    if not is_onnx:
+        raise InputError(f"{request.source}: --member takes a joined .onnx file (export --join wrote it)")
+    if request.join:
+        raise InputError("--member exports one model out of a joined file; it cannot be joined again (--join)")
+    return find_member_source(request.source, request.member)
 
 
 def _members(request: ExportRequest, source: ExportSource, short_side: int, echo: Echo) -> tuple[ExportSource, ...]:

@@ -35,6 +35,9 @@ class Provenance:
     # A joined export (--join): every checkpoint averaged, the first being `checkpoint`, each with its training
     # config and figures; the top-level validation_metrics is then None (no one checkpoint's figures describe it).
     members: list[dict[str, Any]] | None = None
+    # A member taken out of a joined file (--member): that file and the member's index; `checkpoint` is then the
+    # member's own Keras checkpoint as the joined file records it.
+    extracted_from: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return portable_values(jsonable(asdict(self)))  # no absolute path of this machine (export/portable.py)
@@ -69,7 +72,7 @@ def provenance_of(plan: ExportPlan, parity: dict[str, Any], fp32: Figures) -> Pr
     return Provenance(
         exported_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         exporter=EXPORTER,
-        checkpoint=_checkpoint(source.checkpoint),
+        checkpoint=(source.member_checkpoint or {}) if source.member is not None else _checkpoint(source.checkpoint),
         training_config=source.training_config,
         validation_metrics=None if members else source.metrics,
         dataset=source.dataset,
@@ -77,6 +80,7 @@ def provenance_of(plan: ExportPlan, parity: dict[str, Any], fp32: Figures) -> Pr
         parity=parity,
         export_validation={**plan.validation_desc, "fp32_accuracy": fp32.accuracy},
         members=members,
+        extracted_from=None if source.member is None else {**_checkpoint(source.checkpoint), "member": source.member},
     )
 
 

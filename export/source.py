@@ -1,4 +1,5 @@
-"""What is exported: a training run folder (best.keras + its reports) or a bare Keras checkpoint.
+"""What is exported: a training run folder (best.keras + its reports), a bare Keras checkpoint, or one member of a
+joined ONNX file (`export/member.py`).
 
 Everything here except `load_keras_model` runs without TensorFlow, so bad paths are reported in a second.
 """
@@ -28,6 +29,10 @@ class ExportSource:
     metrics: dict[str, Any] | None = None  # the validation figures of exactly this checkpoint
     dataset: dict[str, Any] | None = None
     validation_ids_file: Path | None = None
+    # A member of a joined ONNX file (`find_member_source`): `checkpoint` is then that file, and this the member's
+    # index and the Keras checkpoint the joined file records for it.
+    member: int | None = None
+    member_checkpoint: dict[str, str] | None = None
 
     @property
     def backbone(self) -> str | None:
@@ -92,6 +97,28 @@ def find_source(path: str | Path) -> ExportSource:
         metrics=checkpoint_metrics(checkpoint),
         dataset=_read_json(run_folder / "dataset.json"),
         validation_ids_file=ids if ids.is_file() else None,
+    )
+
+
+def find_member_source(path: str | Path, index: int) -> ExportSource:
+    """Member `index` of a joined ONNX file (`export --join`), described by what the file records of it."""
+    from .member import joined_members
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such ONNX file")
+    members = joined_members(path)
+    if not 0 <= index < len(members):
+        raise InputError(f"{path}: --member {index} is out of range (the file joins {len(members)} models, "
+                         f"0..{len(members) - 1})")
+    member = members[index]
+    return ExportSource(
+        checkpoint=path,
+        run_folder=None,
+        training_config=dict(member.get("training_config") or {}),
+        metrics=member.get("validation_metrics"),
+        member=index,
+        member_checkpoint=member.get("checkpoint"),
     )
 
 

@@ -33,10 +33,10 @@ def test_every_bundled_file_has_complete_metadata(path: Path) -> None:
 
 
 def test_bundled_files_fit_the_size_budget() -> None:
-    """The default model (Model v3: one fp32 file of two backbones) and everything bundled, which setup.py packs
-    into one wheel: PyPI refuses files over 100 MB."""
-    assert {p.name for p in FILES} == {"cassava-lite0-lite2-v3.onnx"}
-    assert sum(p.stat().st_size for p in FILES) <= 40 * 1024 * 1024
+    """The default model (Model v3: one fp32 Lite2 file with the canonical look) and everything bundled, which
+    setup.py packs into one wheel: PyPI refuses files over 100 MB."""
+    assert {p.name for p in FILES} == {"cassava-lite2-v3.onnx"}
+    assert sum(p.stat().st_size for p in FILES) <= 25 * 1024 * 1024
     everything = sorted(MODELS.rglob("*.onnx"))
     assert {p.parent.name for p in everything} == {"models", "cassava-lite0", "cassava-lite0-512"}
     assert sum(p.stat().st_size for p in everything) <= 90 * 1024 * 1024

@@ -346,27 +346,35 @@ def second_run(run_folder: Path, keras_model: Any, tmp_path_factory: pytest.Temp
     return run
 
 
-@needs_data
-def test_join_exports_one_graph_answering_the_mean_of_its_members(
-    run_folder: Path, second_run: Path, keras_model: Any, tmp_path: Path
-) -> None:
-    import keras
-    import onnx
-    import onnxruntime as ort
+@pytest.fixture(scope="module")
+def joined(run_folder: Path, second_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`python -m export RUN --join SECOND --variants int8`: the folder it wrote."""
     from click.testing import CliRunner
 
     from cassava_edge_export.cli import main
-    from cassava_edge_export.measure import onnx_probabilities
-    from cassava_edge_export.source import sha256_of
-    from cassava_edge_export.trust import with_feature_output
 
-    out = tmp_path / "joined"
+    out = tmp_path_factory.mktemp("joined")
     args = [str(run_folder), "--join", str(second_run), "--output", str(out), "--variants", "int8",
             "--calibration", str(DATA_DIR / "cassava" / "train_images"), "--calibration-count", "4",
             "--int8-configs", "qdq-u8s8-per-channel-reduce-range"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    fp32, int8 = out / "cassava-lite0-lite0.onnx", out / "cassava-lite0-lite0.int8.onnx"  # named after both
+    return out
+
+
+@needs_data
+def test_join_exports_one_graph_answering_the_mean_of_its_members(
+    run_folder: Path, second_run: Path, keras_model: Any, joined: Path
+) -> None:
+    import keras
+    import onnx
+    import onnxruntime as ort
+
+    from cassava_edge_export.measure import onnx_probabilities
+    from cassava_edge_export.source import sha256_of
+    from cassava_edge_export.trust import with_feature_output
+
+    fp32, int8 = joined / "cassava-lite0-lite0.onnx", joined / "cassava-lite0-lite0.int8.onnx"  # named after both
     assert fp32.is_file() and int8.is_file()
 
     crops = _parity_inputs(run_folder)
@@ -392,6 +400,69 @@ def test_join_exports_one_graph_answering_the_mean_of_its_members(
         session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
         pooled = session.run([probe.graph.output[-1].name], {INPUT_NAME: crops[:2]})[0]
         assert pooled.shape == (2, 2 * 1280)
+
+
+@needs_data
+def test_a_member_of_a_joined_file_exports_alone_with_the_canonical_look(
+    run_folder: Path, second_run: Path, joined: Path, tmp_path: Path
+) -> None:
+    """`--member 1 --look roboflow`: the second checkpoint's own answers, its provenance, and the look in the
+    metadata, which the export's own figures and the runtime both apply."""
+    import keras
+    from click.testing import CliRunner
+
+    from cassava_edge.classifier import Classifier
+    from cassava_edge.looks import Look, roboflow_chain
+    from cassava_edge_export.cli import main
+    from cassava_edge_export.measure import onnx_probabilities
+    from cassava_edge_export.source import sha256_of
+
+    out = tmp_path / "member"
+    args = [str(joined / "cassava-lite0-lite0.onnx"), "--member", "1", "--look", "roboflow", "--output", str(out),
+            "--validation", str(DATA_DIR / "cassava"), "--validation-list", str(run_folder / "validation_ids.txt")]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "parity with the member inside the joined graph" in result.output
+    fp32 = out / "cassava-lite0.onnx"  # named after the member's own backbone
+
+    crops = _parity_inputs(run_folder)
+    second = keras.saving.load_model(second_run / "best.keras").predict(crops, verbose=0)
+    np.testing.assert_allclose(onnx_probabilities(fp32, crops), second, atol=1e-4)
+
+    meta = ModelMetadata.from_onnx_props(_props(fp32))
+    assert meta.look == Look() and meta.schema_version == 4
+    assert meta.provenance["checkpoint"]["sha256"] == sha256_of(second_run / "best.keras")
+    assert meta.provenance["extracted_from"]["member"] == 1
+    assert meta.provenance["extracted_from"]["sha256"] == sha256_of(joined / "cassava-lite0-lite0.onnx")
+    assert meta.provenance["members"] is None  # one model, not a joined one
+    assert _absolute_paths(meta.provenance) == []
+
+    # The runtime gives every photo the look: the same answer as the chained photo scored without it.
+    photos = _validation_photos(run_folder)
+    # No TTA and no minimum confidence: the export measures crops without TTA, and every answer counts.
+    with_look = Classifier(fp32, provider="cpu", tta="none", min_confidence=0.0)
+    without = Classifier(fp32, provider="cpu", tta="none", min_confidence=0.0, look=False)
+    for photo in photos[:3]:
+        rgb = with_look.load(photo)
+        chained = without.classify(roboflow_chain(rgb)).probabilities
+        assert with_look.classify(rgb).probabilities == pytest.approx(chained, abs=1e-6)
+        assert without.classify(rgb).probabilities != pytest.approx(chained, abs=1e-6)
+    # ... and the accuracy the export measured is the runtime's with the look on the validation photos.
+    labels = {row["image_id"]: int(row["label"]) for row in csv.DictReader(open(DATA_DIR / "cassava" / "train.csv"))}
+    answers = [with_look.classify(p).label_index for p in photos]
+    runtime_accuracy = float(np.mean([a == labels[p.name] for a, p in zip(answers, photos)]))
+    assert meta.provenance["measured"]["accuracy"] == pytest.approx(runtime_accuracy)
+
+
+def test_member_export_refuses_what_is_not_a_member(tmp_path: Path, tiny_model: Path) -> None:
+    out = str(tmp_path / "out")
+    _assert_one_line_error(_run_export(str(tiny_model), "-o", out), "pass --member N")
+    _assert_one_line_error(_run_export(str(tiny_model), "--member", "0", "-o", out), "not a joined model")
+    _assert_one_line_error(_run_export(str(tmp_path / "missing.onnx"), "--member", "0", "-o", out), "no such")
+    keras_file = tmp_path / "model.keras"
+    keras_file.write_bytes(b"PK")
+    _assert_one_line_error(_run_export(str(keras_file), "--member", "0", "-o", out), "takes a joined .onnx")
+    assert not (tmp_path / "out").exists()
 
 
 def test_join_refuses_the_same_checkpoint_twice_and_another_photo_scale(tmp_path: Path) -> None:

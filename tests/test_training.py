@@ -201,10 +201,23 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     # Distillation: a new run taught by this one's checkpoint, class weights counted on the originals only.
     student = TrainConfig(**{**config.__dict__, "output": str(tmp_path / "student"), "epochs": 1,
                              "teachers": [str(run / "best.keras")], "distill_weight": 0.5, "one_look": True,
-                             "class_weights": "sqrt", "class_weight_folder": "cassava"})
+                             "class_weights": "sqrt", "class_weight_folder": "cassava", "canonical_look": True})
     taught = train(student)
     assert json.loads((taught / "config.json").read_text())["teachers"] == [str(run / "best.keras")]
     assert len(list(csv.DictReader((taught / "history.csv").open()))) == 1
+    # --canonical-look validates on chained photos: its figures are the checkpoint's on chain(photo).
+    from cassava_edge.looks import roboflow_chain
+    from cassava_edge_training.data import Sample
+    from cassava_edge_training.validation import photo_probabilities, plan_views, read_probabilities
+
+    keys, _, written = read_probabilities(taught / "last.full.probabilities.csv")
+    folders = {Path(folder).name: Path(folder) for folder in config.data}
+    samples = [Sample(str(folders[folder] / "train_images" / image_id), 0, image_id, folder) for folder, image_id in keys]
+    last = keras.saving.load_model(taught / "last.keras")
+    views = plan_views(samples, "full", config.photo_short_side, config.crop_size, look=roboflow_chain)
+    np.testing.assert_allclose(photo_probabilities(last, views, len(samples)), written, atol=2e-5)
+    plain = plan_views(samples, "full", config.photo_short_side, config.crop_size)
+    assert np.abs(photo_probabilities(last, plain, len(samples)) - written).max() > 1e-4
 
 
 def test_soft_targets_blend_labels_with_the_teachers() -> None:
@@ -239,6 +252,27 @@ def test_dataset_pairs_each_photo_with_its_own_target_row_and_label_weight() -> 
     plain = make_dataset(photos, labels, crop_size=8, batch_size=6, training=False, seed=1)
     images, got_labels = next(iter(plain))
     assert got_labels.numpy().tolist() == [int(image[0, 0, 0]) % 2 for image in images.numpy()]
+
+
+def test_the_canonical_look_comes_last_for_every_photo() -> None:
+    """--canonical-look: the one-look draws first, then the runtime's chain, in training and in plain datasets."""
+    pytest.importorskip("tensorflow")
+    from cassava_edge_training.data import make_dataset
+
+    class Doubling:  # a stand-in for LookJitter whose effect is easy to read back
+        def apply(self, photo: np.ndarray, rng: np.random.Generator, odds: float) -> np.ndarray:
+            return photo * 2
+
+    photos = [np.full((10, 12, 3), i, np.uint8) for i in range(1, 5)]
+    labels = [0, 1, 0, 1]
+    trained = make_dataset(photos, labels, crop_size=8, batch_size=4, training=True, seed=1, looks=Doubling(),
+                           canonical=lambda photo: photo + 1)
+    images, _ = next(iter(trained))
+    assert sorted(int(image[0, 0, 0]) for image in images.numpy()) == [3, 5, 7, 9]  # 2i + 1, not 2(i + 1)
+    plain = make_dataset(photos, labels, crop_size=8, batch_size=4, training=False, seed=1, looks=Doubling(),
+                         canonical=lambda photo: photo + 1)
+    images, _ = next(iter(plain))
+    assert sorted(int(image[0, 0, 0]) for image in images.numpy()) == [2, 3, 4, 5]  # no draws outside training
 
 
 def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:

@@ -160,6 +160,7 @@ def metadata_for(size: int = 32, short_side: int | None = None, **overrides: Any
         provenance=overrides.pop("provenance", {"source": "tests/tinymodel.py"}),
         calibration=overrides.pop("calibration", None),
         trust=overrides.pop("trust", None),
+        look=overrides.pop("look", None),
     )
 
 

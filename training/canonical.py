@@ -22,13 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .looks import roboflow_chain
+from .looks import chained_twice
 from .oof import PLAN, Scored, flip_share, read_probabilities, samples_by_key, score_checkpoint, write_scored
-
-
-def chained_twice(rgb: np.ndarray) -> np.ndarray:
-    """The flip test's look seen by a canonicalising runtime: the Roboflow chain, then the runtime's own chain."""
-    return roboflow_chain(roboflow_chain(rgb))
 
 
 def canonical_run(run: Path, checkpoint: Path, output: Path) -> tuple[Scored, Scored]:

@@ -45,6 +45,9 @@ TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
 @click.option("--one-look-share", type=float,
               help="With --one-look: share of training photos given a look each epoch, the others left as they "
                    "are [default: 1.0].")
+@click.option("--canonical-look/--no-canonical-look", default=None,
+              help="Put every photo, training and validation, through the Roboflow chain last, as the runtime does "
+                   "for a model exported with --look roboflow [default: off].")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Distil from this checkpoint, or a CSV of recorded probabilities (python -m training.distill); "
                    "repeatable: the teachers' mean [default: none].")

@@ -82,6 +82,9 @@ class TrainConfig:
     # same odds whatever the photo's folder, so that the source is no cue for the class.
     one_look: bool = False
     one_look_share: float = 1.0  # share of training photos given a look each epoch; the others stay clean
+    # The canonical look (cassava_edge.looks): every photo, training and validation, through the Roboflow chain last,
+    # as a runtime model exported with `--look roboflow` sees it; the one-look draws, if any, come before it.
+    canonical_look: bool = False
     skip_bad: bool = False
     max_images: int | None = None  # per folder, for smoke tests
     resume: str | None = None  # a checkpoint (.keras) to continue from

@@ -11,6 +11,7 @@ import csv
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -216,13 +217,15 @@ def load_photos(samples: list[Sample], short_side: int, crop_size: int, workers:
 
 def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int, batch_size: int, training: bool,
                  seed: int, augment=None, weights: dict[int, float] | None = None, sampling: str = "uniform",
-                 targets: np.ndarray | None = None, looks=None, corner_odds: np.ndarray | None = None):
+                 targets: np.ndarray | None = None, looks=None, corner_odds: np.ndarray | None = None,
+                 canonical: Callable[[np.ndarray], np.ndarray] | None = None):
     """tf.data over decoded photos: (random) crop, batch, augment, prefetch.
 
     Training takes a random crop of each photo; otherwise the centre crop. Batches are (images, labels) or, with
     `targets` (photos, classes) such as distillation's soft targets, (images, target rows); class weights, when
     given, are looked up by each photo's label either way. With `looks` (a `looks.LookJitter`), every training
-    photo is given a look drawn afresh each epoch, black corners with its `corner_odds`."""
+    photo is given a look drawn afresh each epoch, black corners with its `corner_odds`. With `canonical` (rgb ->
+    rgb, the runtime's canonical look), every photo goes through it last."""
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
@@ -231,11 +234,10 @@ def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int,
     def generate():
         order = epoch_order(labels, sampling, rng) if training else range(len(photos))
         for index in order:
+            photo = photos[index]
             if training and looks is not None:
-                odds = 0.0 if corner_odds is None else float(corner_odds[index])
-                yield looks.apply(photos[index], rng, odds), index
-            else:
-                yield photos[index], index
+                photo = looks.apply(photo, rng, 0.0 if corner_odds is None else float(corner_odds[index]))
+            yield (photo if canonical is None else canonical(photo)), index
 
     ds = tf.data.Dataset.from_generator(generate, output_signature=(
         tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int32)))

@@ -7,7 +7,8 @@ gets the same chance of each look: the Roboflow chain, JPEG quality, resolution 
 (given to photos without them until every folder has the same share). The same chain is what the flip test
 (`training.cue`) puts validation originals through to measure how much the model still reads the look.
 
-Pure numpy/OpenCV, so the runtime-side measurement and the tf.data generator share it.
+Pure numpy/OpenCV, so the runtime-side measurement and the tf.data generator share it; the chain itself lives in
+`cassava_edge.looks`, where the runtime applies it to every photo of a model that asks for the canonical look.
 """
 
 from __future__ import annotations
@@ -17,30 +18,21 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# The Roboflow copies' JPEG quantization tables scale libjpeg's by quality 75 (measured on every tenth file of
-# cassava-roboflow/; the Kaggle originals read 75 too). Draw around it so no single quality is a cue.
-ROBOFLOW_QUALITY = 75
-ROBOFLOW_SIDE = 640
-QUALITY_RANGE = (55, 95)
+from cassava_edge.looks import ROBOFLOW_QUALITY, ROBOFLOW_SIDE, jpeg, roboflow_chain  # shared with the runtime
+
+QUALITY_RANGE = (55, 95)  # drawn around ROBOFLOW_QUALITY so that no single quality is a cue
 # Share of cassava-roboflow/ photos with black rotation corners: 56 of 108 sampled (52%).
 BLACK_CORNER_SHARE = 0.5
 _CORNER_PATCH = 8
 _CORNER_DARK = 12  # mean 0..255 under which a corner patch counts as black fill
 
-
-def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+__all__ = ["ROBOFLOW_QUALITY", "ROBOFLOW_SIDE", "jpeg", "roboflow_chain", "QUALITY_RANGE", "BLACK_CORNER_SHARE",
+           "chained_twice", "rotate_with_black_corners", "has_black_corners", "black_corner_odds", "LookJitter"]
 
 
-def roboflow_chain(rgb: np.ndarray, quality: int = ROBOFLOW_QUALITY, side: int = ROBOFLOW_SIDE) -> np.ndarray:
-    """What made cassava-roboflow/, undone as training undoes it: squeeze to side x side, JPEG at `quality`,
-    restore the original width and height."""
-    height, width = rgb.shape[:2]
-    squeezed = cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)
-    return cv2.resize(jpeg(squeezed, quality), (width, height), interpolation=cv2.INTER_LINEAR)
+def chained_twice(rgb: np.ndarray) -> np.ndarray:
+    """The flip test's look as a canonical-look model sees it: the Roboflow chain, then the runtime's own chain."""
+    return roboflow_chain(roboflow_chain(rgb))
 
 
 def rotate_with_black_corners(rgb: np.ndarray, degrees: float) -> np.ndarray:

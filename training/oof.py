@@ -17,6 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from cassava_edge.metadata import CASSAVA_LABELS
 from cassava_edge.metrics import classification_report
 
 from .data import Sample, read_kaggle_folder
-from .looks import roboflow_chain
+from .looks import chained_twice, roboflow_chain
 from .validation import photo_probabilities, plan_views, write_probabilities
 from .validation import read_probabilities as read_table  # oof's own read_probabilities returns a Scored
 
@@ -56,6 +57,12 @@ def read_probabilities(path: str | Path) -> Scored:
 
 def write_scored(path: str | Path, scored: Scored) -> None:
     write_probabilities(path, scored.keys, scored.labels, scored.probs)
+
+
+def flip_look(config: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """The flip test's change of look for a run: the Roboflow chain, or for a run trained and validated with the
+    canonical look (`--canonical-look`, or a `training.canonical` twin) the chain and then the run's own chain."""
+    return chained_twice if config.get("canonical_look") else roboflow_chain
 
 
 def score_checkpoint(checkpoint: str | Path, samples: list[Sample], short_side: int, look=None) -> Scored:
@@ -202,7 +209,7 @@ def evaluate_runs(runs: list[Path], holdout_fold: int | None, student: Path | No
         own_samples = [samples[key] for key in own.keys]
         chained = _cached(run / f"last.{PLAN}.roboflow-look.probabilities.csv",
                           lambda: score_checkpoint(run / "last.keras", own_samples, config["photo_short_side"],
-                                                   look=roboflow_chain))
+                                                   look=flip_look(config)))
         entry = {"fold": config["fold"], "excluded": config.get("exclude_folds", []),
                  "figures": figures(own), "flip_test": flip_share(own, chained)}
         oof_parts.append(own)
@@ -245,7 +252,7 @@ def evaluate_runs(runs: list[Path], holdout_fold: int | None, student: Path | No
             scored = read_probabilities(student / f"last.{PLAN}.probabilities.csv").subset(holdout_keys)
             chained = _cached(student / f"last.{PLAN}.roboflow-look.probabilities.csv",
                               lambda: score_checkpoint(student / "last.keras", [samples[k] for k in holdout_keys],
-                                                       config["photo_short_side"], look=roboflow_chain))
+                                                       config["photo_short_side"], look=flip_look(config)))
             report["holdout"]["student"] = {
                 "run": str(student), **figures(scored), "flip_test": flip_share(scored, chained),
                 "with_prior": figures(Scored(holdout_keys, scored.labels,

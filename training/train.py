@@ -174,11 +174,17 @@ def train(config: TrainConfig) -> Path:
         print(f"one look for {config.one_look_share:.0%} of the training photos each epoch: black corners already in "
               f"{shares}; others get them until each folder has the same share"
               + ("" if config.one_look_share == 1.0 else f" (of the {config.one_look_share:.0%} given a look)"))
+    canonical = None
+    if config.canonical_look:
+        from .looks import roboflow_chain as canonical
+
+        print("canonical look: every training and validation photo through the Roboflow chain last")
     train_ds = make_dataset(photos, labels, crop_size=config.crop_size,
                             batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights,
-                            sampling=config.sampling, targets=targets, looks=looks, corner_odds=corner_odds)
+                            sampling=config.sampling, targets=targets, looks=looks, corner_odds=corner_odds,
+                            canonical=canonical)
     steps = math.ceil(len(train_samples) / config.batch_size)
-    validation = make_callback(val_samples, config.photo_short_side, config.crop_size, plans)
+    validation = make_callback(val_samples, config.photo_short_side, config.crop_size, plans, look=canonical)
 
     if config.resume:
         model = keras.saving.load_model(config.resume)

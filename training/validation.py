@@ -66,14 +66,15 @@ def report(probs: np.ndarray, labels: np.ndarray) -> dict:
     return result
 
 
-def make_callback(samples: list[Sample], short_side: int, crop_size: int, plans: tuple[str, ...] = VALIDATION_PLANS):
+def make_callback(samples: list[Sample], short_side: int, crop_size: int, plans: tuple[str, ...] = VALIDATION_PLANS,
+                  look: Callable[[np.ndarray], np.ndarray] | None = None):
     """A Keras callback that scores each plan at every epoch end and puts the figures into the epoch's logs
     (val_loss, val_accuracy, val_macro_recall for the first plan; val_<plan>_accuracy/... for each), so that
-    ModelCheckpoint and CSVLogger placed after it see them."""
+    ModelCheckpoint and CSVLogger placed after it see them. Every photo is first changed by `look` when given."""
     import keras
 
     labels = np.asarray([s.label for s in samples])
-    views = [plan_views(samples, plan, short_side, crop_size) for plan in plans]
+    views = [plan_views(samples, plan, short_side, crop_size, look=look) for plan in plans]
 
     class RuntimeValidation(keras.callbacks.Callback):
         def probabilities(self) -> dict[str, np.ndarray]:

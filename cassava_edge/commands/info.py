@@ -42,6 +42,7 @@ def describe(details: dict[str, Any]) -> list[tuple[str, str]]:
         ("output", f"{meta['output_name']} [batch, {len(meta['labels'])}]: {holds}"),
         ("photo scale", f"shorter side {meta['photo']['short_side']} px"),
         ("defaults", f"scan {meta['default_scan']}, tta {meta['default_tta']}"),
+        ("look", describe_look(meta.get("look"), details.get("look"))),
         ("in use", f"scan {details['scan']}, tta {details['tta']} ({details['views_per_crop']} views per crop), "
                    f"seed {details['seed']}"),
         *member_lines(meta["provenance"]),
@@ -115,6 +116,15 @@ def _other_figures(figures: dict[str, Any]) -> str:
     """", macro recall R, macro-F1 F" for those of the two that `figures` holds."""
     names = (("macro_recall", "macro recall"), ("macro_f1", "macro-F1"))
     return "".join(f", {name} {figures[key]:.4f}" for key, name in names if _number(figures.get(key)))
+
+
+def describe_look(model: dict[str, Any] | None, in_use: dict[str, Any] | None) -> str:
+    """The look every photo is given before its crops are cut (metadata `look`), and whether it is in use."""
+    if not model:
+        return "none (photos are scaled and cropped as they are)"
+    text = (f"every photo first {model['kind']}-encoded: squeezed to {model['side']}x{model['side']}, JPEG q"
+            f"{model['quality']}, aspect restored")
+    return text if in_use else text + " (turned off here: figures were measured with it)"
 
 
 def describe_calibration(calibration: dict[str, Any] | None) -> str:
