@@ -130,7 +130,7 @@ def test_run_checks_the_batch_shape(tiny_model: Path) -> None:
 
 BROKEN_MODELS: dict[str, tuple[Callable[[Path], object], str]] = {
     "no-metadata": (lambda p: tinymodel.write_model(p, with_metadata=False), "no cassava-edge metadata"),
-    "wrong-version": (lambda p: tinymodel.write_model(p, props=tinymodel.wrong_version_props()), "schema version 4 is newer"),
+    "wrong-version": (lambda p: tinymodel.write_model(p, props=tinymodel.wrong_version_props()), "schema version 5 is newer"),
     "wrong-input-size": (
         lambda p: tinymodel.write_model(p, size=32, input_hw=(30, 32)),
         r"input shape \[batch, 30, 32, 3\]",

@@ -74,8 +74,8 @@ def test_version_1_is_read_without_calibration_or_trust() -> None:
 @pytest.mark.parametrize(
     "version, message",
     [
-        ("4", "schema version 4 is newer than this cassava-edge reads (1-3); upgrade cassava-edge"),
-        ("0", "schema version 0 is not supported (this cassava-edge reads 1-3); re-export the model"),
+        ("5", "schema version 5 is newer than this cassava-edge reads (1-4); upgrade cassava-edge"),
+        ("0", "schema version 0 is not supported (this cassava-edge reads 1-4); re-export the model"),
         ('"2"', "schema version '2' is not supported"),
     ],
 )
