@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper
+from onnx.utils import Extractor
 
 from cassava_edge.contract import OUTPUT_NAME
 from cassava_edge.errors import ModelError
@@ -50,7 +51,7 @@ def member_graph(proto: onnx.ModelProto, index: int) -> onnx.ModelProto:
     softmax = member_softmax(proto, index)
     input_name = proto.graph.input[0].name
     # The Extractor finds tensors by their inferred types, which a saved graph keeps only for its inputs and outputs.
-    extracted = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(proto)).extract_model([input_name], [softmax])
+    extracted = Extractor(onnx.shape_inference.infer_shapes(proto)).extract_model([input_name], [softmax])
     for node in extracted.graph.node:
         node.output[:] = [OUTPUT_NAME if name == softmax else name for name in node.output]
     extracted.graph.output[0].name = OUTPUT_NAME
