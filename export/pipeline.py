@@ -1,4 +1,5 @@
-"""One export: checkpoint (or one member of a joined ONNX file) -> NAME.onnx (fp32) [+ NAME.fp16.onnx, NAME.int8.onnx] + NAME.variants.json.
+"""One export: checkpoint -> NAME.onnx (fp32) [+ NAME.fp16.onnx, NAME.int8.onnx] + NAME.variants.json (or, with
+--member, one member of a joined ONNX file in place of the checkpoint).
 
 Every file is built and checked in a temporary folder inside the output folder and moved into place only when its
 checks pass, so a failed export never leaves a file that looks good. The pieces: plan.py (the request checked
@@ -53,30 +54,9 @@ def export_model(request: ExportRequest, echo: Echo = print) -> ExportResult:
     """Run one export. Raises InputError (bad arguments), ParityError (nothing written) or VariantRefused
     (after writing the files that passed)."""
     plan = plan_export(request, echo)
-    if plan.source.member is not None:
-        joined = onnx.load(str(plan.source.checkpoint))
-        index = plan.source.member
-        echo(f"taking member {index} out of {plan.source.checkpoint} (recorded from "
-             f"{(plan.source.member_checkpoint or {}).get('path', '?')}), weights unchanged")
-        proto = member_graph(joined, index)
-        crop_size = int(proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
-        parity_with = "the member inside the joined graph"
-
-        def parity_check(path: Path, inputs: np.ndarray) -> float:
-            return check_member_parity(joined, index, path, inputs, TOLERANCE)
-    else:
-        model = load_keras_model(plan.source.checkpoint)
-        if plan.members:
-            echo(f"joining {plan.source.checkpoint} with {', '.join(str(m.checkpoint) for m in plan.members)}: "
-                 "one graph, the mean of their probabilities")
-            model = join_models([model, *(load_keras_model(member.checkpoint) for member in plan.members)])
-        crop_size = int(model.inputs[0].shape[1])
-        echo(f"converting {plan.source.checkpoint} ({crop_size}x{crop_size}) to ONNX opset 17")
-        proto = keras_to_onnx(model, INPUT_NAME)
-        parity_with = "Keras"
-
-        def parity_check(path: Path, inputs: np.ndarray) -> float:
-            return check_parity(model, path, inputs, TOLERANCE)
+    member = plan.source.member
+    source = _keras_source(plan, echo) if member is None else _member_source(plan, member, echo)
+    proto, crop_size, parity_check, parity_with = source
     configured = plan.source.training_config.get("crop_size")
     if configured is not None and int(configured) != crop_size:
         raise InputError(f"{plan.source.checkpoint}: model input is {crop_size}x{crop_size} but config.json "
@@ -104,8 +84,42 @@ def export_model(request: ExportRequest, echo: Echo = print) -> ExportResult:
         shutil.rmtree(work, ignore_errors=True)
 
 
+ParityCheck = Callable[[Path, np.ndarray], float]  # (fp32 file, float32 crops) -> largest softmax difference
+
+
+def _keras_source(plan: ExportPlan, echo: Echo) -> tuple[onnx.ModelProto, int, ParityCheck, str]:
+    """The checkpoint (joined with --join's) converted to ONNX, its crop size, and its parity check against Keras."""
+    model = load_keras_model(plan.source.checkpoint)
+    if plan.members:
+        echo(f"joining {plan.source.checkpoint} with {', '.join(str(m.checkpoint) for m in plan.members)}: "
+             "one graph, the mean of their probabilities")
+        model = join_models([model, *(load_keras_model(member.checkpoint) for member in plan.members)])
+    crop_size = int(model.inputs[0].shape[1])
+    echo(f"converting {plan.source.checkpoint} ({crop_size}x{crop_size}) to ONNX opset 17")
+
+    def parity_check(path: Path, inputs: np.ndarray) -> float:
+        return check_parity(model, path, inputs, TOLERANCE)
+
+    return keras_to_onnx(model, INPUT_NAME), crop_size, parity_check, "Keras"
+
+
+def _member_source(plan: ExportPlan, index: int, echo: Echo) -> tuple[onnx.ModelProto, int, ParityCheck, str]:
+    """--member: member `index`'s graph cut out of the joined file, its crop size, and its parity check against
+    the same member inside the joined graph."""
+    joined = onnx.load(str(plan.source.checkpoint))
+    echo(f"taking member {index} out of {plan.source.checkpoint} (recorded from "
+         f"{(plan.source.member_checkpoint or {}).get('path', '?')}), weights unchanged")
+    proto = member_graph(joined, index)
+
+    def parity_check(path: Path, inputs: np.ndarray) -> float:
+        return check_member_parity(joined, index, path, inputs, TOLERANCE)
+
+    crop_size = int(proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
+    return proto, crop_size, parity_check, "the member inside the joined graph"
+
+
 def _export(request: ExportRequest, plan: ExportPlan, proto: onnx.ModelProto,
-            parity_check: Callable[[Path, np.ndarray], float], parity_with: str, crop_size: int, work: Path,
+            parity_check: ParityCheck, parity_with: str, crop_size: int, work: Path,
             parity_inputs: np.ndarray, parity_desc: dict[str, Any], data: MeasureSet, calibration: CropSet,
             echo: Echo) -> ExportResult:
     input_name, output_name = io_names(proto)
