@@ -53,7 +53,7 @@ class Look:
         return roboflow_chain(rgb, self.quality, self.side)
 
     def describe(self) -> str:
-        return f"{self.kind} (squeezed to {self.side}x{self.side}, JPEG q{self.quality}, aspect restored)"
+        return f"{self.kind}-encoded: squeezed to {self.side}x{self.side}, JPEG q{self.quality}, aspect restored"
 
     def problems(self) -> list[str]:
         found = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Optional
 
 from cassava_edge.contract import DEFAULT_SCAN, DEFAULT_TTA, OUTPUT_NAME
@@ -294,7 +294,7 @@ def cassava_metadata(
     """The metadata of a five-class cassava model taking raw 0..255 RGB crops of `crop_size`, with the optional
     calibration and trust settings fitted at export (schema version 2) and the look it asks photos to be given
     (schema version 4)."""
-    return ModelMetadata(
+    meta = ModelMetadata(
         labels=CASSAVA_LABELS,
         label_names=CASSAVA_LABEL_NAMES,
         input=InputContract(name=input_name, height=crop_size, width=crop_size),
@@ -307,8 +307,8 @@ def cassava_metadata(
         calibration=calibration,
         trust=trust,
         look=look,
-        schema_version=SCHEMA_VERSION if look is None else LOOK_SCHEMA_VERSION,
     )
+    return replace(meta, schema_version=meta.lowest_schema_version())
 
 
 def _is_number(value: Any) -> bool:

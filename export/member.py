@@ -19,9 +19,9 @@ from onnx.utils import Extractor
 
 from cassava_edge.contract import OUTPUT_NAME
 from cassava_edge.errors import ModelError
-from .errors import InputError, ParityError
+from .errors import InputError
 from .onnxfile import name_batch_dimension, read_metadata
-from .parity import TOLERANCE
+from .parity import TOLERANCE, check_against
 
 
 def joined_members(path: Path) -> list[dict[str, Any]]:
@@ -73,12 +73,7 @@ def check_member_parity(joined: onnx.ModelProto, index: int, member_path: Path, 
     probe = onnx.ModelProto()
     probe.CopyFrom(joined)
     probe.graph.output.append(helper.make_tensor_value_info(softmax, onnx.TensorProto.FLOAT, None))
-    feed = {joined.graph.input[0].name: np.ascontiguousarray(inputs, dtype=np.float32)}
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     expected = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        [softmax], feed)[0]
-    got = ort.InferenceSession(str(member_path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
-    difference = float(np.max(np.abs(expected - got))) if len(inputs) else 0.0
-    if expected.shape != got.shape or not np.isfinite(difference) or difference > tolerance:
-        raise ParityError(f"{member_path}: member {index} answers otherwise than inside the joined graph (largest "
-                          f"softmax difference {difference:.3g}, tolerance {tolerance:g})")
-    return difference
+        [softmax], {joined.graph.input[0].name: inputs})[0]
+    return check_against(expected, f"member {index} inside the joined graph", member_path, inputs, tolerance)

@@ -65,7 +65,7 @@ def export_model(request: ExportRequest, echo: Echo = print) -> ExportResult:
         raise InputError(f"photo short side {plan.short_side} is smaller than the crop size {crop_size}")
 
     if plan.look is not None:
-        echo(f"look: every photo {plan.look.describe()} before its crops are cut, here and in the runtime")
+        echo(f"look: every photo first {plan.look.describe()}, before its crops are cut, here and in the runtime")
     validation = crop_photos([p.path for p in plan.validation], request.default_scan, plan.short_side, crop_size,
                              look=plan.look)
     calibration = crop_photos(plan.calibration, "grid", plan.short_side, crop_size,

@@ -412,6 +412,7 @@ def test_a_member_of_a_joined_file_exports_alone_with_the_canonical_look(
     from click.testing import CliRunner
 
     from cassava_edge.classifier import Classifier
+    from cassava_edge.labelled import read_ids, read_labelled
     from cassava_edge.looks import Look, roboflow_chain
     from cassava_edge_export.cli import main
     from cassava_edge_export.measure import onnx_probabilities
@@ -448,9 +449,8 @@ def test_a_member_of_a_joined_file_exports_alone_with_the_canonical_look(
         assert with_look.classify(rgb).probabilities == pytest.approx(chained, abs=1e-6)
         assert without.classify(rgb).probabilities != pytest.approx(chained, abs=1e-6)
     # ... and the accuracy the export measured is the runtime's with the look on the validation photos.
-    labels = {row["image_id"]: int(row["label"]) for row in csv.DictReader(open(DATA_DIR / "cassava" / "train.csv"))}
-    answers = [with_look.classify(p).label_index for p in photos]
-    runtime_accuracy = float(np.mean([a == labels[p.name] for a, p in zip(answers, photos)]))
+    labelled = read_labelled(DATA_DIR / "cassava", ids=read_ids(run_folder / "validation_ids.txt"))
+    runtime_accuracy = float(np.mean([with_look.classify(p.path).label_index == p.label for p in labelled]))
     assert meta.provenance["measured"]["accuracy"] == pytest.approx(runtime_accuracy)
 
 

@@ -207,12 +207,12 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     assert len(list(csv.DictReader((taught / "history.csv").open()))) == 1
     # --canonical-look validates on chained photos: its figures are the checkpoint's on chain(photo).
     from cassava_edge.looks import roboflow_chain
-    from cassava_edge_training.data import Sample
+    from cassava_edge_training.oof import samples_by_key
     from cassava_edge_training.validation import photo_probabilities, plan_views, read_probabilities
 
     keys, _, written = read_probabilities(taught / "last.full.probabilities.csv")
-    folders = {Path(folder).name: Path(folder) for folder in config.data}
-    samples = [Sample(str(folders[folder] / "train_images" / image_id), 0, image_id, folder) for folder, image_id in keys]
+    by_key = samples_by_key(config.data)
+    samples = [by_key[key] for key in keys]
     last = keras.saving.load_model(taught / "last.keras")
     views = plan_views(samples, "full", config.photo_short_side, config.crop_size, look=roboflow_chain)
     np.testing.assert_allclose(photo_probabilities(last, views, len(samples)), written, atol=2e-5)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from cassava_edge.commands.common import ClassifierOptions, build_classifier, classifier_options
+from cassava_edge.looks import Look
 from cassava_edge.models import describe_plan, plan_validation
 
 
@@ -122,8 +123,7 @@ def describe_look(model: dict[str, Any] | None, in_use: dict[str, Any] | None) -
     """The look every photo is given before its crops are cut (metadata `look`), and whether it is in use."""
     if not model:
         return "none (photos are scaled and cropped as they are)"
-    text = (f"every photo first {model['kind']}-encoded: squeezed to {model['side']}x{model['side']}, JPEG q"
-            f"{model['quality']}, aspect restored")
+    text = f"every photo first {Look(**model).describe()}"
     return text if in_use else text + " (turned off here: figures were measured with it)"
 
 
