@@ -201,9 +201,13 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     # Distillation: a new run taught by this one's checkpoint, class weights counted on the originals only.
     student = TrainConfig(**{**config.__dict__, "output": str(tmp_path / "student"), "epochs": 1,
                              "teachers": [str(run / "best.keras")], "distill_weight": 0.5, "one_look": True,
-                             "class_weights": "sqrt", "class_weight_folder": "cassava", "canonical_look": True})
+                             "class_weights": "sqrt", "class_weight_folder": "cassava", "canonical_look": True,
+                             "freeze_batchnorm": True})
     taught = train(student)
     assert json.loads((taught / "config.json").read_text())["teachers"] == [str(run / "best.keras")]
+    # --freeze-batchnorm is kept in the checkpoint, so a --resume goes on with the same frozen layers.
+    reloaded = keras.saving.load_model(taught / "last.keras")
+    assert all(not layer.trainable for layer in reloaded.layers if isinstance(layer, keras.layers.BatchNormalization))
     assert len(list(csv.DictReader((taught / "history.csv").open()))) == 1
     # --canonical-look validates on chained photos: its figures are the checkpoint's on chain(photo).
     from cassava_edge.looks import roboflow_chain
@@ -504,8 +508,37 @@ def test_defaults_are_the_shipped_recipe() -> None:
     config = TrainConfig()
     recipe = {"backbone": "efficientnet-lite0", "crop_size": 384, "photo_short_side": 450, "epochs": 8,
               "batch_size": 16, "learning_rate": 2e-4, "label_smoothing": 0.1, "class_weights": "sqrt",
-              "freeze_blocks": 3, "ema_momentum": 0.99, "seed": 42}
+              "freeze_blocks": 3, "freeze_batchnorm": False, "ema_momentum": 0.99, "seed": 42}
     assert {key: getattr(config, key) for key in recipe} == recipe
+
+
+def test_frozen_batchnorm_keeps_its_statistics_while_the_rest_trains() -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from cassava_edge.contract import OUTPUT_NAME
+    from cassava_edge_training.model import build_model, freeze_batchnorm
+
+    rng = np.random.default_rng(0)
+    norm = keras.layers.Normalization(axis=-1)
+    norm.adapt(rng.uniform(0, 1, (4, 32, 32, 3)).astype(np.float32))
+    model = build_model("efficientnet-lite0", 32, norm, weights="none")
+    frozen = freeze_batchnorm(model)
+    batchnorm = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(frozen) == len(batchnorm) > 0
+    watched = [*batchnorm, model.get_layer(OUTPUT_NAME)]
+    before = {layer.name: [w.numpy().copy() for w in layer.weights] for layer in watched}
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    # Photos far from the ImageNet statistics: batch statistics would move the moving averages at once.
+    model.fit(rng.uniform(200, 255, (8, 32, 32, 3)).astype(np.float32), np.arange(8) % 5, epochs=1, verbose=0)
+    for layer in batchnorm:
+        for old, new in zip(before[layer.name], layer.weights):
+            np.testing.assert_array_equal(old, new.numpy(), err_msg=layer.name)
+    assert not np.array_equal(before[OUTPUT_NAME][0], model.get_layer(OUTPUT_NAME).weights[0].numpy())
+
+    head_only = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)])
+    with pytest.raises(ValueError, match="no BatchNormalization layer"):
+        freeze_batchnorm(head_only)
 
 
 @pytest.mark.parametrize("options, message", [

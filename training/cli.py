@@ -29,6 +29,9 @@ TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
 @click.option("--learning-rate", type=float)
 @click.option("--label-smoothing", type=float)
 @click.option("--freeze-blocks", type=int, help="Keep the stem and the first N backbone blocks frozen.")
+@click.option("--freeze-batchnorm/--no-freeze-batchnorm", default=None,
+              help="Run every BatchNormalization layer in inference mode, with its pretrained statistics "
+                   "[default: off].")
 @click.option("--ema-momentum", type=float, help="Validate and checkpoint an EMA of the weights (e.g. 0.99).")
 @click.option("--class-weights", type=click.Choice(["none", "balanced", "sqrt"]))
 @click.option("--class-weight-folder", metavar="FOLDER",

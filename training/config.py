@@ -39,6 +39,10 @@ class TrainConfig:
     # Keep the stem and the first N backbone blocks frozen: they see the largest feature maps, so freezing them
     # saves much of the backward pass on a CPU, and their generic edge filters need little tuning.
     freeze_blocks: int = 3
+    # Run every BatchNormalization layer in inference mode with its ImageNet statistics (the BN layers of the
+    # Kaggle write-ups' EfficientNets): batches of 16 give noisy batch statistics, and the moving averages then
+    # drift from what the weights were tuned with.
+    freeze_batchnorm: bool = False
     ema_momentum: float = 0.99  # > 0: validate and checkpoint an exponential moving average of the weights
     class_weights: str = "sqrt"  # "none" | "balanced" | "sqrt" (square root of balanced: gentler)
     # Count the classes for class_weights in this data folder's training photos only (e.g. "cassava", the

@@ -138,7 +138,7 @@ def train(config: TrainConfig) -> Path:
 
     import keras
 
-    from .model import augmentation, build_model, freeze_early_blocks
+    from .model import augmentation, build_model, freeze_batchnorm, freeze_early_blocks
 
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
@@ -202,6 +202,8 @@ def train(config: TrainConfig) -> Path:
         frozen = freeze_early_blocks(model, config.freeze_blocks)
         if frozen:
             print(f"frozen: {len(frozen)} layers of the stem and blocks 0-{config.freeze_blocks - 1}")
+        if config.freeze_batchnorm:
+            print(f"batch normalization frozen: {len(freeze_batchnorm(model))} layers run on their moving statistics")
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(1, config.epochs * steps), alpha=config.cosine_alpha)
         ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum > 0 else {}
