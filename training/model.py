@@ -92,17 +92,12 @@ def freeze_early_blocks(model: keras.Model, blocks: int) -> list[str]:
 def freeze_batchnorm(model: keras.Model) -> list[str]:
     """Make every BatchNormalization layer untrainable, which in Keras 3 also runs it in inference mode (its
     moving statistics, not the batch's); returns their names."""
-    frozen = [layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization)]
+    # Both backbone kinds are built into the model's own graph (keras.applications through input_tensor), so
+    # model.layers lists every BatchNormalization layer, as freeze_early_blocks relies on too.
+    frozen = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
     if not frozen:
         raise ValueError("--freeze-batchnorm: the model has no BatchNormalization layer")
     for layer in frozen:
         layer.trainable = False
     return [layer.name for layer in frozen]
 
-
-def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The model's layers, those of nested models included (a keras.applications backbone is one layer)."""
-    found = []
-    for layer in model.layers:
-        found.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return found
