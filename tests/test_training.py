@@ -558,3 +558,28 @@ def test_bad_backbone_is_refused_before_any_photo_or_run_folder(tmp_path: Path, 
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert not run.exists()
+
+
+def test_keras_applications_backbone_builds_with_the_asked_drop_connect() -> None:
+    # Keras 3's EfficientNetB0..B7 builders take no drop_connect_rate (passing it was a TypeError), so the rate is
+    # carried by rescaling their block*_drop layers: at 0.5 each must be 2.5 times the builder's own (0.2) ramp.
+    import keras
+
+    from cassava_edge_training.model import build_model, freeze_early_blocks
+
+    def block_drop_rates(model: keras.Model) -> dict[str, float]:
+        return {layer.name: layer.get_config()["rate"] for layer in model.layers
+                if isinstance(layer, keras.layers.Dropout) and layer.name.endswith("_drop")}
+
+    builders_own = block_drop_rates(keras.applications.EfficientNetB0(include_top=False, weights=None,
+                                                                      input_shape=(64, 64, 3)))
+    assert builders_own and max(builders_own.values()) > 0
+    normalization = keras.layers.Normalization(mean=[0.5] * 3, variance=[0.1] * 3)
+    model = build_model("efficientnetb0", 64, normalization, weights="none", drop_connect=0.5)
+    assert block_drop_rates(model) == pytest.approx({name: rate * 2.5 for name, rate in builders_own.items()})
+    assert model.predict(np.zeros((1, 64, 64, 3), np.float32), verbose=0).shape == (1, 5)
+    # --freeze-blocks counts its stage-named blocks in graph order: block1a, block2a, block2b, then block3a trains.
+    frozen = set(freeze_early_blocks(model, 3))
+    assert {"stem_conv", "block1a_dwconv", "block2a_expand_conv", "block2b_expand_conv"} <= frozen
+    assert not any(name.startswith(("block3a_", "top_")) for name in frozen)
+    assert model.get_layer("block3a_expand_conv").trainable and not model.get_layer("block2b_expand_conv").trainable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import keras
@@ -12,6 +13,8 @@ from cassava_edge.contract import INPUT_NAME, OUTPUT_NAME
 from .lite import LITE_VARIANTS, lite_features, lite_weights_path, load_imagenet_weights
 
 KERAS_APPLICATIONS = {f"efficientnetb{i}": f"EfficientNetB{i}" for i in range(8)}
+# The drop-connect rate keras.applications.EfficientNetB0..B7 build with (not a parameter of theirs in Keras 3).
+KERAS_DROP_CONNECT = 0.2
 
 
 def backbone_names() -> list[str]:
@@ -56,9 +59,21 @@ def _backbone(name: str, x, weights: str, drop_connect: float):
     if name in LITE_VARIANTS:
         return lite_features(x, name, drop_connect)
     builder = getattr(keras.applications, KERAS_APPLICATIONS[name])
-    net = builder(include_top=False, weights=None if weights == "none" else weights, input_tensor=x,
-                  drop_connect_rate=drop_connect)
+    net = builder(include_top=False, weights=None if weights == "none" else weights, input_tensor=x)
+    _scale_drop_connect(net, drop_connect)
     return layers.GlobalAveragePooling2D(name="avg_pool")(net.output)
+
+
+def _scale_drop_connect(net: keras.Model, drop_connect: float) -> None:
+    """Keras 3's EfficientNetB0..B7 builders take no drop_connect_rate and fix it at KERAS_DROP_CONNECT, ramped
+    over the blocks (rate × block / blocks) into the Dropout layers named block*_drop; rescaling those rates gives
+    the ramp that drop_connect would have built."""
+    block_drops = [layer for layer in net.layers if isinstance(layer, layers.Dropout)
+                   and layer.name.startswith("block") and layer.name.endswith("_drop")]
+    if not block_drops:
+        raise ValueError(f"{net.name}: no block*_drop layers to carry --drop-connect {drop_connect}")
+    for layer in block_drops:
+        layer.rate = layer.rate * drop_connect / KERAS_DROP_CONNECT
 
 
 def build_model(backbone: str, crop_size: int, normalization: layers.Normalization, *, weights: str = "imagenet",
@@ -76,14 +91,18 @@ def build_model(backbone: str, crop_size: int, normalization: layers.Normalizati
 
 
 def freeze_early_blocks(model: keras.Model, blocks: int) -> list[str]:
-    """Freeze the stem and the first `blocks` Lite blocks (layers named stem_*, block0_* … block{blocks-1}_*);
-    returns the frozen layers' names."""
+    """Freeze the stem and the first `blocks` backbone blocks, counted in graph order (Lite names its blocks
+    block0_, block1_, …; keras.applications names them by stage, block1a_, block2a_, block2b_, …); returns the
+    frozen layers' names."""
     if blocks <= 0:
         return []
-    prefixes = ("stem_", *(f"block{i}_" for i in range(blocks)))
-    frozen = [layer for layer in model.layers if layer.name.startswith(prefixes) and layer.weights]
-    if not frozen:
-        raise ValueError("--freeze-blocks needs an EfficientNet-Lite backbone (layers stem_*, block0_*, …)")
+    block_of = {layer.name: match.group(1) for layer in model.layers
+                if (match := re.match(r"(block\d+[a-z]?)_", layer.name))}
+    early = set(list(dict.fromkeys(block_of.values()))[:blocks])
+    frozen = [layer for layer in model.layers
+              if layer.weights and (layer.name.startswith("stem_") or block_of.get(layer.name) in early)]
+    if not early or not frozen:
+        raise ValueError("--freeze-blocks needs an EfficientNet backbone (layers stem_*, block*_*)")
     for layer in frozen:
         layer.trainable = False
     return [layer.name for layer in frozen]

@@ -201,7 +201,7 @@ def train(config: TrainConfig) -> Path:
             print(f"weights from {config.init_from}")
         frozen = freeze_early_blocks(model, config.freeze_blocks)
         if frozen:
-            print(f"frozen: {len(frozen)} layers of the stem and blocks 0-{config.freeze_blocks - 1}")
+            print(f"frozen: {len(frozen)} layers of the stem and the first {config.freeze_blocks} blocks")
         if config.freeze_batchnorm:
             print(f"batch normalization frozen: {len(freeze_batchnorm(model))} layers run on their moving statistics")
         schedule = keras.optimizers.schedules.CosineDecay(
