@@ -190,14 +190,18 @@ def calibrate(folder: Path, name: str, validation: list[LabelledPhoto], cassava_
         probs, scores = _classify(path, validation)
         if threshold is None:
             threshold = threshold_for(scores, max_flagged)
+        # A deployment-prior bias already in the file (python -m export.prior) stays on top of the temperature. The
+        # temperature is fitted without it: fitted with it on these photos (not of the deployment mix), it would
+        # partly undo the bias.
+        bias = meta.calibration.class_bias if meta.calibration else None
         temperature = cal.fit_temperature(probs, labels)
-        calibrated = cal.apply_temperature(probs, temperature)
+        calibrated = cal.apply_temperature(probs, temperature, bias)
         min_confidence = cal.pick_min_confidence(calibrated, labels, TARGET_ACCURACY, MIN_COVERAGE)
         at_default = cal.at_threshold(calibrated, labels, min_confidence)
-        scored = classification_report(labels.tolist(), probs.argmax(1).tolist(), meta.labels)
+        scored = classification_report(labels.tolist(), calibrated.argmax(1).tolist(), meta.labels)
         figures = {
-            # What users get with the default plan and TTA on the validation photos (temperature keeps the order,
-            # so these are the calibrated file's figures too); tests/test_bundled_accuracy.py re-measures them.
+            # What users get with the default plan and TTA on the validation photos (the bias can change answers,
+            # the temperature alone keeps their order); tests/test_bundled_accuracy.py re-measures them.
             "validation": {"photos": len(labels), "scan": meta.default_scan, "tta": meta.default_tta,
                            **{k: scored[k] for k in ("accuracy", "macro_recall", "macro_f1")},
                            "recall": {k: v["recall"] for k, v in scored["per_class"].items()}},
@@ -210,11 +214,14 @@ def calibrate(folder: Path, name: str, validation: list[LabelledPhoto], cassava_
             "not_cassava_threshold": threshold,
         }
         report["variants"][precision] = figures
-        final = replace(staged, calibration=Calibration(method="temperature", temperature=temperature),
+        calibration = Calibration(method="temperature", temperature=temperature, class_bias=bias,
+                                  prior=meta.calibration.prior if bias is not None else None)
+        final = replace(staged, calibration=calibration,
                         trust=replace(trust, min_confidence=min_confidence, not_cassava_threshold=threshold,
                                       colour=DEFAULT_CHECK),
                         provenance=portable_values(jsonable({**meta.provenance,
                                                              "trust": {**figures, **_summary(report)}})))
+        final = replace(final, schema_version=final.lowest_schema_version())  # 3 where a class bias stays
         save_with_metadata(with_head, path, final)
         read_metadata(path)
         echo(f"{path.name}: T {temperature:.3f}, ECE {figures['ece_before']:.3f} -> {figures['ece_after']:.3f}, "

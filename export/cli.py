@@ -54,8 +54,8 @@ def _variants(value: str) -> tuple[str, ...]:
 @click.option("--seed", default=0, show_default=True, help="Seed of the calibration photo draw.")
 @click.option("--force", is_flag=True, help="Keep a variant that loses more than 1 accuracy point.")
 @click.option("--join", multiple=True, type=click.Path(path_type=Path),
-              help="Another run folder or .keras file of the same crop and photo scale (repeatable): the file "
-                   "answers the mean of all their probabilities.")
+              help="Another run folder, .keras file or exported .onnx model of the same crop and photo scale "
+                   "(repeatable): the file answers the mean of all their probabilities.")
 @click.option("--member", type=click.IntRange(min=0),
               help="SOURCE is a joined .onnx file (--join wrote it): export its member N alone, weights unchanged.")
 @click.option("--look", type=click.Choice(("none", *LOOK_KINDS)), default="none", show_default=True,
@@ -67,7 +67,7 @@ def main(source: Path, output: Path, name: str | None, variants: str, calibratio
          join: tuple[Path, ...], member: int | None, look: str) -> None:
     """Export SOURCE (a training run folder or a .keras file) to ONNX: NAME.onnx (fp32), NAME.fp16.onnx,
     NAME.int8.onnx and NAME.variants.json (sizes, parity, accuracy, latency). With --join, SOURCE and the joined
-    checkpoints become one graph answering the mean of their probabilities. With --member, SOURCE is such a joined
+    checkpoints (or exported .onnx models) become one graph answering the mean of their probabilities. With --member, SOURCE is such a joined
     .onnx file and one of its members is exported alone."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter would bury the report
     try:

@@ -26,13 +26,13 @@ from cassava_edge.metadata import cassava_metadata
 from .errors import InputError, VariantRefused
 from .measure import LATENCY_BATCH, Figures, MeasureSet, interleaved_latency_ms, measure, onnx_probabilities
 from .onnxfile import io_names, jsonable, keras_to_onnx, read_metadata, save_with_metadata
-from .parity import TOLERANCE, check_parity
+from .parity import TOLERANCE, check_against, check_parity
 from .photos import CropSet, crop_photos
 from .plan import Echo, ExportPlan, ExportRequest, file_name, plan_export
 from .publish import move_into_place
 from .report import VariantsReport, figures_line, provenance_of
 from .selection import LOW_AGREEMENT, MAX_ACCURACY_LOSS_POINTS, choose_int8, refusal, too_lossy
-from .member import check_member_parity, member_graph
+from .member import check_member_parity, join_graphs, member_graph, probabilities_graph
 from .source import join_models, load_keras_model
 from .variants import nonstandard_ops, prepare_for_quantization, quantize_int8, to_fp16
 
@@ -90,6 +90,8 @@ ParityCheck = Callable[[Path, np.ndarray], float]  # (fp32 file, float32 crops) 
 def _keras_source(plan: ExportPlan, echo: Echo) -> tuple[onnx.ModelProto, int, ParityCheck, str]:
     """The checkpoint (joined with --join's) converted to ONNX, its crop size, and its parity check against Keras."""
     model = load_keras_model(plan.source.checkpoint)
+    if any(member.is_onnx for member in plan.members):
+        return _onnx_join_source(plan, model, echo)
     if plan.members:
         echo(f"joining {plan.source.checkpoint} with {', '.join(str(m.checkpoint) for m in plan.members)}: "
              "one graph, the mean of their probabilities")
@@ -101,6 +103,35 @@ def _keras_source(plan: ExportPlan, echo: Echo) -> tuple[onnx.ModelProto, int, P
         return check_parity(model, path, inputs, TOLERANCE)
 
     return keras_to_onnx(model, INPUT_NAME), crop_size, parity_check, "Keras"
+
+
+def _onnx_join_source(plan: ExportPlan, model: Any, echo: Echo) -> tuple[onnx.ModelProto, int, ParityCheck, str]:
+    """--join with exported ONNX files (members whose Keras checkpoint is gone): each checkpoint converted alone,
+    each file's classifier taken as it is, all joined at the ONNX level; parity against the mean of what each
+    member answers on its own (Keras for a checkpoint, onnxruntime for a file)."""
+    sources = (plan.source, *plan.members)
+    echo(f"joining {', '.join(str(s.checkpoint) for s in sources)} at the ONNX level: one graph, the mean of their "
+         "probabilities")
+    keras_models = {0: model, **{i: load_keras_model(s.checkpoint)
+                                 for i, s in enumerate(sources) if i and not s.is_onnx}}
+    graphs = []
+    for index, source in enumerate(sources):
+        if source.is_onnx:
+            graphs.append(probabilities_graph(onnx.load(str(source.checkpoint)),
+                                              read_metadata(source.checkpoint).output_name))
+        else:
+            graphs.append(keras_to_onnx(keras_models[index], INPUT_NAME))
+    proto = join_graphs(graphs)
+    crop_size = int(proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
+
+    def parity_check(path: Path, inputs: np.ndarray) -> float:
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        answers = [onnx_probabilities(s.checkpoint, inputs) if s.is_onnx
+                   else keras_models[i].predict(inputs, batch_size=16, verbose=0) for i, s in enumerate(sources)]
+        return check_against(np.mean(answers, axis=0).astype(np.float32), "the members' mean", path, inputs,
+                             TOLERANCE)
+
+    return proto, crop_size, parity_check, "the members' mean (Keras and the joined ONNX files)"
 
 
 def _member_source(plan: ExportPlan, index: int, echo: Echo) -> tuple[onnx.ModelProto, int, ParityCheck, str]:

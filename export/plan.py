@@ -14,7 +14,7 @@ from cassava_edge.tta import TTA_PRESETS
 from .errors import InputError
 from .photos import LabelledPhoto, pick_calibration_photos, read_validation_photos
 from .portable import portable_path
-from .source import ExportSource, find_member_source, find_source
+from .source import ONNX_SUFFIX, ExportSource, find_member_source, find_onnx_source, find_source
 from .variants import DEFAULT_INT8_CONFIGS, Int8Config, int8_config
 
 VARIANTS = ("fp16", "int8")
@@ -40,7 +40,7 @@ class ExportRequest:
     int8_configs: tuple[str, ...] = ()  # empty: try DEFAULT_INT8_CONFIGS (portable, VNNI-independent)
     force: bool = False
     seed: int = 0
-    join: tuple[Path, ...] = ()  # more checkpoints: one graph answering the mean of all their probabilities
+    join: tuple[Path, ...] = ()  # more checkpoints (or exported .onnx files): one graph answering their mean
     member: int | None = None  # SOURCE is a joined ONNX file: export this member of it alone
     look: str = "none"  # the look every photo is given before the model (cassava_edge.looks; metadata schema 4)
 
@@ -153,12 +153,12 @@ def _source(request: ExportRequest) -> ExportSource:
 
 
 def _members(request: ExportRequest, source: ExportSource, short_side: int, echo: Echo) -> tuple[ExportSource, ...]:
-    """The --join checkpoints, checked against SOURCE: another checkpoint each, cut from photos of the same scale
-    at the same crop size (the runtime feeds one crop to all of them)."""
+    """The --join checkpoints (or exported ONNX files), checked against SOURCE: another model each, cut from photos
+    of the same scale at the same crop size (the runtime feeds one crop to all of them)."""
     members: list[ExportSource] = []
     seen = {source.checkpoint.resolve()}
     for path in request.join:
-        member = find_source(path)
+        member = find_onnx_source(path) if path.suffix.lower() == ONNX_SUFFIX else find_source(path)
         if member.checkpoint.resolve() in seen:
             raise InputError(f"{member.checkpoint}: joined twice (each --join names another checkpoint)")
         seen.add(member.checkpoint.resolve())
@@ -175,7 +175,10 @@ def _members(request: ExportRequest, source: ExportSource, short_side: int, echo
 
 
 def _ids(source: ExportSource) -> str | None:
-    return source.validation_ids_file.read_text(encoding="utf-8") if source.validation_ids_file else None
+    """The ids the model was validated on: its run's validation_ids.txt, else the list its training config names."""
+    named = source.training_config.get("validation_list")
+    path = source.validation_ids_file or (Path(named) if named and Path(named).is_file() else None)
+    return path.read_text(encoding="utf-8") if path else None
 
 
 def _output(request: ExportRequest, source: ExportSource, members: tuple[ExportSource, ...]) -> tuple[Path, str]:

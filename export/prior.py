@@ -4,7 +4,8 @@ Class weights, sampling and extra folders (the Roboflow copies hold most CGM and
 another class mix than the field photos it will see. `python -m training.oof` fits a temperature and a bias on
 out-of-fold probabilities, weighted to Kaggle 2020's label counts, and never on photos the model trained on; this
 writes that bias into each ONNX file given, keeping the file's own temperature (each variant was calibrated on its
-own probabilities) and its graph byte for byte::
+own probabilities) and its graph byte for byte. `python -m export.calibrate` run afterwards keeps the bias on top
+of the temperature it fits, and measures the minimum confidence and the validation figures with it::
 
     python -m export.prior models/cassava-lite0.onnx models/cassava-lite0.int8.onnx --report runs/v3/oof.json
 
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = json.loads(args.report.read_text(encoding="utf-8"))
         fit = report["prior_fit"]
         prior = f"Kaggle 2020 label counts ({', '.join(f'{k} {v}' for k, v in report['kaggle_prior'].items())})"
+        if fit.get("strength", 1.0) != 1.0:  # training.paired --prior-strength
+            prior += f" to the power {fit['strength']:g}"
         for path in args.models:
             meta = write_class_bias(path, fit["bias"], prior)
             print(f"{path}: class bias {dict(zip(meta.labels, meta.calibration.class_bias))}")

@@ -1,5 +1,6 @@
 """What is exported: a training run folder (best.keras + its reports), a bare Keras checkpoint, or one member of a
-joined ONNX file (`export/member.py`).
+joined ONNX file (`export/member.py`); and what is joined to it: other checkpoints, or exported ONNX files whose
+Keras checkpoint is gone (`find_onnx_source`).
 
 Everything here except `load_keras_model` runs without TensorFlow, so bad paths are reported in a second.
 """
@@ -18,6 +19,7 @@ from .errors import InputError
 
 BEST_CHECKPOINT = "best.keras"  # the name training/train.py gives the best-by-validation checkpoint
 KERAS_SUFFIXES = (".keras", ".h5")
+ONNX_SUFFIX = ".onnx"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,6 +35,11 @@ class ExportSource:
     # index and the Keras checkpoint the joined file records for it.
     member: int | None = None
     member_checkpoint: dict[str, str] | None = None
+
+    @property
+    def is_onnx(self) -> bool:
+        """An exported ONNX file (a --member source, or an ONNX file given to --join), not a Keras checkpoint."""
+        return self.checkpoint.suffix.lower() == ONNX_SUFFIX
 
     @property
     def backbone(self) -> str | None:
@@ -119,6 +126,30 @@ def find_member_source(path: str | Path, index: int) -> ExportSource:
         metrics=member.get("validation_metrics"),
         member=index,
         member_checkpoint=member.get("checkpoint"),
+    )
+
+
+def find_onnx_source(path: str | Path) -> ExportSource:
+    """An exported single-model ONNX file to join (`--join FILE.onnx`), described by what its metadata records
+    (training config, validation figures): a member whose Keras checkpoint is no longer at hand joins as it is."""
+    from cassava_edge.errors import ModelError
+
+    from .onnxfile import read_metadata
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such ONNX file")
+    try:
+        meta = read_metadata(path)
+    except (ModelError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a cassava ONNX model ({_first_line(exc)})") from None
+    if meta.provenance.get("members"):
+        raise InputError(f"{path}: is itself a joined model; take its members out first (--member N)")
+    return ExportSource(
+        checkpoint=path,
+        run_folder=None,
+        training_config=dict(meta.provenance.get("training_config") or {}),
+        metrics=meta.provenance.get("validation_metrics"),
     )
 
 

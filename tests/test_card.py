@@ -58,6 +58,16 @@ def test_a_paired_report_of_several_folds_names_every_run_of_each_arm() -> None:
     with_prior = rows({**report, "mean_with_prior": _figures(0.85)})[3]  # photos of two folds: the deployment prior
     assert with_prior.startswith("| the ensemble, with the Kaggle prior (cross-fitted per fold) |")
     assert "85.0%" in with_prior
+    # A prior at another strength says so; the strength chosen out of fold gets its own row, and the ensemble with
+    # its prior is compared with each member alone (no flip test: figures with a prior have none).
+    versus = {name: {key: value for key, value in difference.items() if key != "flipped"} for name in ("a", "b")}
+    swept = rows({**report, "mean_with_prior": _figures(0.85), "prior_strength": 0.5,
+                  "mean_with_nested_prior": {**_figures(0.83), "strengths": {"0": 0.5, "4": 0.75}},
+                  "prior_versus": versus, "nested_prior_versus": versus})
+    assert swept[3].startswith("| the ensemble, with the Kaggle prior to the power 0.5 (cross-fitted per fold) |")
+    assert swept[4].startswith("| the ensemble, with the prior's strength chosen out of fold too (0.5, 0.75) |")
+    assert swept[8].startswith("| the ensemble with the Kaggle prior to the power 0.5 − the first alone | 400 |")
+    assert swept[11].startswith("| the ensemble with the nested prior − the second alone |") and swept[11].endswith("| — |")
 
 
 OVERVIEW = ROOT / "training" / "experiments" / "overview.json"

@@ -454,6 +454,51 @@ def test_a_member_of_a_joined_file_exports_alone_with_the_canonical_look(
     assert meta.provenance["measured"]["accuracy"] == pytest.approx(runtime_accuracy)
 
 
+@needs_data
+def test_an_exported_onnx_model_joins_a_checkpoint_at_the_onnx_level(
+    run_folder: Path, second_run: Path, keras_model: Any, joined: Path, tmp_path: Path
+) -> None:
+    """`--join MODEL.onnx`: a member whose Keras checkpoint is gone (here the second model, taken out of the joined
+    file) joins a checkpoint as it is. The file answers the members' mean, records the ONNX file as that member,
+    and gives the member back unchanged with --member."""
+    import keras
+    from click.testing import CliRunner
+
+    from cassava_edge_export.cli import main
+    from cassava_edge_export.measure import onnx_probabilities
+    from cassava_edge_export.source import sha256_of
+
+    second_onnx = tmp_path / "second" / "cassava-lite0.onnx"
+    runner = CliRunner()
+    result = runner.invoke(main, [str(joined / "cassava-lite0-lite0.onnx"), "--member", "1", "-o", str(second_onnx)],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    second_onnx.with_name("cassava-lite0.variants.json").unlink()
+
+    out = tmp_path / "mixed"
+    result = runner.invoke(main, [str(run_folder), "--join", str(second_onnx), "-o", str(out), "--name", "mixed"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "at the ONNX level" in result.output and "parity with the members' mean" in result.output
+    crops = _parity_inputs(run_folder)
+    first = keras_model.predict(crops, verbose=0)
+    second = keras.saving.load_model(second_run / "best.keras").predict(crops, verbose=0)
+    np.testing.assert_allclose(onnx_probabilities(out / "mixed.onnx", crops), (first + second) / 2, atol=1e-4)
+
+    members = ModelMetadata.from_onnx_props(_props(out / "mixed.onnx")).provenance["members"]
+    assert [m["checkpoint"]["sha256"] for m in members] == [sha256_of(run_folder / "best.keras"), sha256_of(second_onnx)]
+    assert members[1]["training_config"]["backbone"] == "efficientnet-lite0"
+
+    again = tmp_path / "again.onnx"
+    result = runner.invoke(main, [str(out / "mixed.onnx"), "--member", "1", "-o", str(again)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(onnx_probabilities(again, crops), onnx_probabilities(second_onnx, crops))
+
+    # A joined file joins only member by member.
+    _assert_one_line_error(runner.invoke(main, [str(run_folder), "--join", str(out / "mixed.onnx"), "-o",
+                                                str(tmp_path / "no")]), "itself a joined model", "--member")
+
+
 def test_member_export_refuses_what_is_not_a_member(tmp_path: Path, tiny_model: Path) -> None:
     out = str(tmp_path / "out")
     _assert_one_line_error(_run_export(str(tiny_model), "-o", out), "pass --member N")
@@ -615,6 +660,19 @@ def test_calibrate_adds_the_not_cassava_head_and_calibration_to_every_variant(
     graph = onnx.load(str(models / "tiny.onnx")).graph
     assert [o.name for o in graph.output] == [OUTPUT_NAME, NOT_CASSAVA_NAME]
     assert [n.op_type for n in graph.node if n.output[0] == NOT_CASSAVA_NAME] == ["Max"]
+
+    # A deployment-prior bias written before (python -m export.prior) stays, and the figures are measured with it:
+    # a bias that makes every answer CMD gives CMD a recall of 1 and the others none.
+    from cassava_edge_export.prior import write_class_bias
+
+    write_class_bias(models / "tiny.onnx", {label: 50.0 if label == "CMD" else 0.0 for label in CASSAVA_LABELS}, "CMD")
+    calibrate(models, "tiny", validation, [DATA_DIR / "cassava"], others, cassava_count=24, echo=lambda line: None)
+    meta = ModelMetadata.from_onnx_props(_props(models / "tiny.onnx"))
+    assert meta.calibration.class_bias == (0.0, 0.0, 0.0, 50.0, 0.0) and meta.calibration.prior == "CMD"
+    assert meta.provenance["trust"]["validation"]["recall"] == {label: float(label == "CMD") for label in CASSAVA_LABELS}
+    answers = Classifier(models / "tiny.onnx", provider="cpu", min_confidence=0.0).classify_many(
+        [p.path for p in validation])
+    assert {r.label for r in answers} == {"CMD"}
 
 
 def test_default_int8_configurations_are_portable_and_vnni_independent() -> None:

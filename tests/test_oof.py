@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cassava_edge_training.oof import (
-    KAGGLE_COUNTS, Scored, apply_prior, cross_fitted_prior, figures, fit_prior, flip_share, wilson,
+    KAGGLE_COUNTS, Scored, apply_prior, cross_fitted_prior, figures, fit_prior, flip_share, kaggle_prior,
+    nested_prior, wilson,
 )
 
 
@@ -80,6 +81,33 @@ def test_the_cross_fitted_prior_never_fits_a_fold_on_itself() -> None:
     # Fold 0 is corrected by a fit on fold 1's all-Healthy answers, so it loses accuracy; fold 1 keeps answering
     # Healthy because fold 0 (unskewed) taught no correction against it. A fit on each fold itself would fix both.
     assert np.mean(corrected.probs[odd].argmax(1) == 4) > 0.9
+
+
+def test_the_prior_strength_runs_from_every_class_alike_to_kaggles_mix() -> None:
+    total = sum(KAGGLE_COUNTS.values())
+    assert kaggle_prior(1.0) == pytest.approx({label: count / total for label, count in KAGGLE_COUNTS.items()})
+    assert kaggle_prior(0.0) == pytest.approx({label: 0.2 for label in KAGGLE_COUNTS})
+    half = kaggle_prior(0.5)
+    assert kaggle_prior(0.0)["CMD"] < half["CMD"] < kaggle_prior(1.0)["CMD"]  # CMD, the common class, in between
+    assert sum(half.values()) == pytest.approx(1.0)
+
+
+def test_the_nested_prior_chooses_each_folds_strength_and_bias_without_it() -> None:
+    """Scrambling one fold's labels changes nothing of how that fold's photos are corrected: its strength and its
+    bias come from the other folds only. A strength or bias chosen with the fold itself would move."""
+    scored = _skewed_model(seed=5, n=600)
+    fold_of = {key: i % 3 for i, key in enumerate(scored.keys)}
+    fold0 = np.asarray([fold_of[k] == 0 for k in scored.keys])
+    corrected, strengths = nested_prior(scored, fold_of)
+    assert set(strengths) == {0, 1, 2} and all(0.0 <= s <= 1.0 for s in strengths.values())
+    scrambled = Scored(scored.keys, scored.labels.copy(), scored.probs)
+    scrambled.labels[fold0] = np.random.default_rng(0).permutation(scrambled.labels[fold0])
+    again, strengths_again = nested_prior(scrambled, fold_of)
+    np.testing.assert_array_equal(again.probs[fold0], corrected.probs[fold0])
+    assert strengths_again[0] == strengths[0]
+    assert not np.array_equal(again.probs[~fold0], corrected.probs[~fold0])  # the other folds did learn from it
+    with pytest.raises(ValueError, match="three folds"):
+        nested_prior(scored, {key: i % 2 for i, key in enumerate(scored.keys)})
 
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "training" / "experiments"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cassava_edge_training.oof import Scored
-from cassava_edge_training.paired import compare_runs, discordant, ensemble, mcnemar_p, paired
+from cassava_edge_training.paired import compare_runs, discordant, ensemble, mcnemar_p, paired, parse_judged
 
 
 def _scored(labels: list[int], predicted: list[int], keys: list[str] | None = None) -> Scored:
@@ -115,6 +115,46 @@ def test_the_ensemble_prior_is_fitted_on_other_folds_and_exported_from_all() -> 
     assert "mean_with_prior" not in ensemble([(a, a), (b, b)])
 
 
+def test_the_prior_strength_trades_top1_for_macro_recall_and_its_fit_leaves_out_the_judged_photos(
+    tmp_path: Path,
+) -> None:
+    """The same members as above over three folds: the full prior gives the most answers right, none at all the
+    best macro recall (the sweep says so at every strength); from three folds on the strength is also chosen out of
+    fold and compared with each member alone; the fit written for export leaves out the ids it is told to."""
+    rng = np.random.default_rng(0)
+    counts = np.asarray([1087, 2189, 2386, 13158, 2577], float)
+    n = 600
+    labels = rng.choice(5, n, p=counts / counts.sum())
+    keys = [f"{i}.jpg" for i in range(n)]
+
+    def member(seed: int) -> Scored:
+        logits = np.random.default_rng(seed).normal(0, 1.0, (n, 5)) + np.log(counts / counts.sum())
+        logits[np.arange(n), labels] += 1.0  # weak members: the prior has much to trade
+        return _probs((np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).tolist(), keys, labels.tolist())
+
+    a, b = member(1), member(2)
+    fold_of = {key: i % 3 for i, key in enumerate(a.keys)}
+    ids = tmp_path / "judged.txt"
+    ids.write_text("".join(f"{key}\n" for key in keys[:100]))
+    judged = parse_judged([f"../shared/data/cassava={ids}"])
+    full = ensemble([(a, a), (b, b)], fold_of, prior_strength=1.0, prior_sweep=True, prior_fit_exclude=judged)
+    none = ensemble([(a, a), (b, b)], fold_of, prior_strength=0.0)
+    assert "prior_sweep" not in ensemble([(a, a), (b, b)], fold_of)  # the sweep is asked for
+    assert full["mean_with_prior"]["top1"] > none["mean_with_prior"]["top1"] + 0.1
+    assert none["mean_with_prior"]["macro_recall"] > full["mean_with_prior"]["macro_recall"] + 0.03
+    sweep = full["prior_sweep"]
+    assert [row["strength"] for row in sweep] == pytest.approx([k / 8 for k in range(9)])
+    assert sweep[-1]["top1"] == pytest.approx(full["mean_with_prior"]["top1"])
+    assert sweep[0]["macro_recall"] == pytest.approx(none["mean_with_prior"]["macro_recall"])
+    assert full["prior_fit"]["photos"] == n - 100 and full["prior_fit"]["excluded_photos"] == 100
+    assert full["prior_fit"]["strength"] == 1.0 and none["prior_fit"]["strength"] == 0.0
+    nested = full["mean_with_nested_prior"]
+    assert nested["photos"] == n and set(nested["strengths"]) == {0, 1, 2}
+    versus = full["prior_versus"]["a"]
+    assert versus["top1_difference"] == pytest.approx(full["mean_with_prior"]["top1"] - np.mean(a.probs.argmax(1) == a.labels))
+    assert set(full["nested_prior_versus"]) == {"a", "b"}
+
+
 EXPERIMENT = Path(__file__).resolve().parents[1] / "training" / "experiments"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -171,7 +211,8 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
     monkeypatch.chdir(EXPERIMENT.parents[1])
     report = json.loads(path.read_text())
     also = [[Path(run) for run in runs] for runs in report.get("also", [])]
-    again = compare_runs([Path(run) for run in report["a"]], [Path(run) for run in report["b"]], also)
+    again = compare_runs([Path(run) for run in report["a"]], [Path(run) for run in report["b"]], also,
+                         report.get("prior_strength", 1.0), "prior_sweep" in report, report.get("prior_fit_exclude", ()))
     for key in ("top1_difference", "macro_recall_difference", "same_answer"):
         assert again["difference"][key] == pytest.approx(report["difference"][key])
     assert again["difference"]["right"] == report["difference"]["right"]
@@ -183,6 +224,11 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
         assert again["mean_with_prior"]["top1"] == pytest.approx(report["mean_with_prior"]["top1"])
         assert again["mean_with_prior"]["macro_recall"] == pytest.approx(report["mean_with_prior"]["macro_recall"])
         assert again["prior_fit"]["bias"] == pytest.approx(report["prior_fit"]["bias"])
+        assert again["prior_fit"]["photos"] == report["prior_fit"]["photos"]
+    if "prior_sweep" in report:
+        for row, committed in zip(again["prior_sweep"], report["prior_sweep"], strict=True):
+            assert row == pytest.approx(committed)
+        assert again["mean_with_nested_prior"]["top1"] == pytest.approx(report["mean_with_nested_prior"]["top1"])
     for arm in ("a", "b"):
         assert again["mean_versus"][arm]["right"] == report["mean_versus"][arm]["right"]
         assert again["mean_versus"][arm]["flipped"] == report["mean_versus"][arm]["flipped"]

@@ -87,8 +87,16 @@ def _difference_row(name: str, d: dict, first: str = "the first", second: str = 
             f"{d['top1_difference'] * 100:+.1f} points {_interval(d['top1_difference_ci95'])}, right only in {first} "
             f"{d['right']['only_a']}, only in {second} {d['right']['only_b']} (McNemar p {d['right']['mcnemar_p']:.2f}) | "
             f"{d['macro_recall_difference'] * 100:+.1f} points {_interval(d['macro_recall_difference_ci95'])} | "
-            f"same answer on {d['same_answer']:.1%} | flipped only in {first} {d['flipped']['only_a']}, only in "
-            f"{second} {d['flipped']['only_b']} (p {d['flipped']['mcnemar_p']:.2f}) |")
+            f"same answer on {d['same_answer']:.1%} | {_flipped(d, first, second)} |")
+
+
+def _flipped(d: dict, first: str, second: str) -> str:
+    """How two flip tests disagree; a difference with a prior on one side has none (figures with a prior carry no
+    flip test)."""
+    if "flipped" not in d:
+        return "—"
+    return (f"flipped only in {first} {d['flipped']['only_a']}, only in {second} {d['flipped']['only_b']} "
+            f"(p {d['flipped']['mcnemar_p']:.2f})")
 
 
 def paired_rows(report: dict) -> list[str]:
@@ -102,11 +110,27 @@ def paired_rows(report: dict) -> list[str]:
     rows.append(figures_row(f"the {members} as an ensemble (mean probabilities)", report["mean_figures"],
                             report["mean_flip_test"]))
     if "mean_with_prior" in report:  # photos of two or more folds
-        rows.append(figures_row("the ensemble, with the Kaggle prior (cross-fitted per fold)", report["mean_with_prior"]))
+        rows.append(figures_row(f"the ensemble, {_prior_name(report)} (cross-fitted per fold)",
+                                report["mean_with_prior"]))
+    if "mean_with_nested_prior" in report:  # photos of three or more folds
+        nested = report["mean_with_nested_prior"]
+        strengths = ", ".join(f"{strength:g}" for strength in nested["strengths"].values())
+        rows.append(figures_row(f"the ensemble, with the prior's strength chosen out of fold too ({strengths})", nested))
     rows.append(_difference_row(f"{_arm_short(report['a'])} − {_arm_short(report['b'])}", report["difference"]))
     for name, arm in (("a", "the first"), ("b", "the second")):
         rows.append(_difference_row(f"the ensemble − {arm}", report["mean_versus"][name], "the ensemble", arm))
+    for key, which in (("prior_versus", f"{_prior_name(report)}"), ("nested_prior_versus", "with the nested prior")):
+        for name, arm in (("a", "the first"), ("b", "the second")):
+            if key in report:
+                rows.append(_difference_row(f"the ensemble {which} − {arm} alone", report[key][name],
+                                            "the ensemble", arm))
     return rows
+
+
+def _prior_name(report: dict) -> str:
+    """The Kaggle prior, and its strength where it is not the whole prior (training.paired --prior-strength)."""
+    strength = report.get("prior_strength", 1.0)
+    return "with the Kaggle prior" if strength == 1.0 else f"with the Kaggle prior to the power {strength:g}"
 
 
 def candidate_rows(report: dict) -> list[str]:
@@ -139,8 +163,8 @@ def look_rows(report: dict) -> list[str]:
 
 def report_part(report: dict, part: str) -> tuple[dict, dict | None]:
     """One model's (or ensemble's) figures and flip test in a report, by name: `oof`, `oof.with_prior`,
-    `holdout.ensemble`, `holdout.student` (training.oof); `a`, `b`, `also.N`, `mean`, `mean_with_prior`
-    (training.paired). Figures with a prior have no flip test."""
+    `holdout.ensemble`, `holdout.student` (training.oof); `a`, `b`, `also.N`, `mean`, `mean_with_prior`,
+    `mean_with_nested_prior` (training.paired). Figures with a prior have no flip test."""
     if part == "oof":
         return report["oof"], report["oof"]["flip_test"]
     if part == "oof.with_prior":
@@ -154,8 +178,8 @@ def report_part(report: dict, part: str) -> tuple[dict, dict | None]:
         return arm["figures"], arm["flip_test"]
     if part == "mean":
         return report["mean_figures"], report["mean_flip_test"]
-    if part == "mean_with_prior":
-        return report["mean_with_prior"], None
+    if part in ("mean_with_prior", "mean_with_nested_prior"):
+        return report[part], None
     raise ValueError(f"a report has no part {part!r}")
 
 

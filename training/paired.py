@@ -25,8 +25,8 @@ import numpy as np
 
 from cassava_edge.metadata import CASSAVA_LABELS
 
-from .oof import (KAGGLE_COUNTS, PLAN, Scored, cross_fitted_prior, evaluate_runs, figures, fit_prior, flip_share,
-                  folds_of_runs, macro_recall, read_probabilities)
+from .oof import (KAGGLE_COUNTS, PLAN, PRIOR_STRENGTHS, Scored, cross_fitted_prior, evaluate_runs, figures, fit_prior,
+                  flip_share, folds_of_runs, kaggle_prior, macro_recall, nested_prior, read_probabilities)
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -111,14 +111,16 @@ def _versus(own_a: Scored, look_a: Scored, own_b: Scored, look_b: Scored) -> dic
     return result
 
 
-def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[Sequence[Path]] = ()) -> dict:
+def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[Sequence[Path]] = (),
+                 prior_strength: float = 1.0, prior_sweep: bool = False, prior_fit_exclude: Sequence[str] = ()) -> dict:
     """Each arm's figures and flip test, pooled over its runs (one per fold, as out-of-fold figures are), and the
     paired differences over all their photos. Both arms must have been validated on the same photos.
 
     The two arms are also scored as a two-model ensemble (their mean probabilities, under each look): what a
     teacher or a shipped pair made of both would answer. Its own flip test and its paired tests against each arm
     say whether the pair beats its members beyond chance. Each arm of `also` (validated on the same photos) joins
-    that ensemble as one more member, to ask whether a third model adds to the pair."""
+    that ensemble as one more member, to ask whether a third model adds to the pair. `prior_strength`,
+    `prior_sweep` and `prior_fit_exclude` (FOLDER[=IDS] specs, recorded in the report) go to `ensemble_prior`."""
     report: dict = {"a": [str(run) for run in runs_a], "b": [str(run) for run in runs_b]}
     report["a_figures"], own_a, look_a = _arm(runs_a)
     report["b_figures"], own_b, look_b = _arm(runs_b)
@@ -132,25 +134,65 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[
             own = aligned(own_a, own, f"{', '.join(map(str, runs))} were validated on other photos than arm a's runs")
             report["also_figures"].append(summary)
             members.append((own, look.subset(own_a.keys)))
-    report.update(ensemble(members, folds_of_runs(list(runs_a))[1]))
+    if prior_fit_exclude:
+        report["prior_fit_exclude"] = list(prior_fit_exclude)
+    report.update(ensemble(members, folds_of_runs(list(runs_a))[1], prior_strength, prior_sweep,
+                           parse_judged(prior_fit_exclude)))
     return report
 
 
-def ensemble_prior(mean: Scored, fold_of: dict[tuple[str, str], int]) -> dict:
-    """The deployment prior (issue 17, item 6) for the ensemble: its figures with the Kaggle prior, each fold's
-    photos corrected by a prior fitted on the other folds' photos (so never on the photos scored), and the fit on
-    all its photos, for `python -m export.prior` to write into a joined model that none of these photos trained.
-    Empty for photos of one fold, where there is nothing to fit the prior on but the photos scored."""
-    if len({fold_of[key] for key in mean.keys}) < 2:
+Judged = tuple[tuple[str, frozenset[str] | None], ...]  # (folder name, its ids or None for all of its photos)
+
+
+def parse_judged(specs: Sequence[str]) -> Judged:
+    """`--prior-fit-exclude FOLDER[=IDS]` values: a folder's photos (by its name), or only the ids listed in IDS."""
+    judged = []
+    for spec in specs:
+        folder, _, ids = spec.partition("=")
+        judged.append((Path(folder).name, frozenset(Path(ids).read_text(encoding="utf-8").split()) if ids else None))
+    return tuple(judged)
+
+
+def is_judged(key: tuple[str, str], judged: Judged) -> bool:
+    return any(key[0] == folder and (ids is None or key[1] in ids) for folder, ids in judged)
+
+
+def ensemble_prior(mean: Scored, fold_of: dict[tuple[str, str], int], members: dict[str, Scored],
+                   strength: float = 1.0, sweep: bool = False, fit_exclude: Judged = ()) -> dict:
+    """The deployment prior (issue 17, item 6) for the ensemble: its figures with the Kaggle prior at `strength`
+    (`oof.kaggle_prior`), each fold's photos corrected by a prior fitted on the other folds' photos (so never on
+    the photos scored), paired against each of `members` (name -> its own probabilities, rows as `mean`'s) as it
+    answers alone; and the fit on all its photos but those of `fit_exclude` (the photos a shipped model is judged
+    on), for `python -m export.prior` to write into a joined model that none of these photos trained. With
+    `sweep`, the figures at every strength too (the trade of top-1 for macro recall) and, from three folds on, with
+    the strength chosen out of fold as well (`oof.nested_prior`). Empty for photos of one fold, where there is
+    nothing to fit the prior on but the photos scored."""
+    folds = {fold_of[key] for key in mean.keys}
+    if len(folds) < 2:
         return {}
-    temperature, bias = fit_prior(mean, KAGGLE_COUNTS)
-    return {"kaggle_prior": KAGGLE_COUNTS,
-            "mean_with_prior": figures(cross_fitted_prior(mean, fold_of, KAGGLE_COUNTS)),
-            "prior_fit": {"photos": len(mean.keys), "temperature": temperature,
-                          "bias": dict(zip(CASSAVA_LABELS, map(float, bias)))}}
+    fit_on = mean.subset([key for key in mean.keys if not is_judged(key, fit_exclude)])
+    temperature, bias = fit_prior(fit_on, kaggle_prior(strength))
+    with_prior = cross_fitted_prior(mean, fold_of, kaggle_prior(strength))
+    report = {"kaggle_prior": KAGGLE_COUNTS, "prior_strength": strength, "mean_with_prior": figures(with_prior),
+              "prior_versus": {name: paired(with_prior, own) for name, own in members.items()},
+              "prior_fit": {"photos": len(fit_on.keys), "excluded_photos": len(mean.keys) - len(fit_on.keys),
+                            "strength": strength, "temperature": temperature,
+                            "bias": dict(zip(CASSAVA_LABELS, map(float, bias)))}}
+    if sweep:
+        report["prior_sweep"] = []
+        for each in PRIOR_STRENGTHS:
+            predicted = cross_fitted_prior(mean, fold_of, kaggle_prior(each)).probs.argmax(1)
+            report["prior_sweep"].append({"strength": each, "top1": float(np.mean(predicted == mean.labels)),
+                                          "macro_recall": macro_recall(mean.labels, predicted)})
+        if len(folds) >= 3:
+            nested, chosen = nested_prior(mean, fold_of)
+            report["mean_with_nested_prior"] = {**figures(nested), "strengths": chosen}
+            report["nested_prior_versus"] = {name: paired(nested, own) for name, own in members.items()}
+    return report
 
 
-def ensemble(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, str], int] | None = None) -> dict:
+def ensemble(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, str], int] | None = None,
+             prior_strength: float = 1.0, prior_sweep: bool = False, prior_fit_exclude: Judged = ()) -> dict:
     """Models' mean probabilities (under each look) scored as one model: its figures, its flip test, its paired
     tests against the first two members (a and b) and, given each photo's fold, its deployment prior
     (`ensemble_prior`). Each member is (its own probabilities, its Roboflow-look ones); all hold the same photos
@@ -161,7 +203,8 @@ def ensemble(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, 
     return {"mean_figures": figures(own_mean), "mean_flip_test": flip_share(own_mean, look_mean),
             "mean_versus": {"a": _versus(own_mean, look_mean, own_a, look_a),
                             "b": _versus(own_mean, look_mean, own_b, look_b)},
-            **(ensemble_prior(own_mean, fold_of) if fold_of is not None else {})}
+            **(ensemble_prior(own_mean, fold_of, {"a": own_a, "b": own_b}, prior_strength, prior_sweep,
+                              prior_fit_exclude) if fold_of is not None else {})}
 
 
 def main() -> None:
@@ -174,13 +217,25 @@ def main() -> None:
                         help="arm B's runs, validated on the same folds as arm A's")
     parser.add_argument("--also", nargs="+", type=Path, action="append", default=[], metavar="RUN",
                         help="one more ensemble member's runs (one per fold, validated on arm A's photos); repeatable")
+    parser.add_argument("--prior-strength", type=float, default=1.0,
+                        help="the ensemble's deployment prior: Kaggle's class shares to this power (1: Kaggle's mix, "
+                             "0: every class alike; default 1)")
+    parser.add_argument("--prior-sweep", action="store_true",
+                        help="also score the ensemble's prior at every strength, and (three folds or more) with the "
+                             "strength chosen out of fold")
+    parser.add_argument("--prior-fit-exclude", action="append", default=[], metavar="FOLDER[=IDS]",
+                        help="photos the prior written for export is not fitted on (a folder's, or only the ids "
+                             "listed in IDS): those a shipped model is judged on; repeatable")
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args()
+    if not 0.0 <= args.prior_strength <= 1.0:
+        parser.error(f"--prior-strength must be between 0 and 1, got {args.prior_strength}")
     if args.versus is None and len(args.runs) != 2:
         parser.error("give two runs, or arm A's runs then --versus and arm B's")
     runs_a, runs_b = (args.runs, args.versus) if args.versus is not None else (args.runs[:1], args.runs[1:])
     try:
-        report = compare_runs(runs_a, runs_b, args.also)
+        report = compare_runs(runs_a, runs_b, args.also, args.prior_strength, args.prior_sweep,
+                              args.prior_fit_exclude)
     except (OSError, ValueError, KeyError) as error:
         raise SystemExit(f"error: {error}") from None
     if args.output:
@@ -200,8 +255,21 @@ def main() -> None:
           f"flip {mean_flips['flipped']}/{mean_flips['photos']}")
     if "mean_with_prior" in report:
         prior = report["mean_with_prior"]
-        print(f"mean of {members} with the Kaggle prior (cross-fitted per fold): top-1 {prior['top1']:.1%}, "
-              f"macro recall {prior['macro_recall']:.1%}")
+        print(f"mean of {members} with the Kaggle prior at strength {report['prior_strength']:g} (cross-fitted per "
+              f"fold): top-1 {prior['top1']:.1%}, macro recall {prior['macro_recall']:.1%}")
+        for name, versus in report["prior_versus"].items():
+            print(f"  that - {name}: top-1 {versus['top1_difference']:+.1%} (McNemar p {versus['right']['mcnemar_p']:.3f}),"
+                  f" macro recall {versus['macro_recall_difference']:+.1%}")
+        if "prior_sweep" in report:
+            print("  by strength: " + ", ".join(f"{row['strength']:g}: {row['top1']:.1%} / "
+                                                f"{row['macro_recall']:.1%}" for row in report["prior_sweep"]))
+    if "mean_with_nested_prior" in report:
+        nested = report["mean_with_nested_prior"]
+        print(f"mean of {members} with the strength chosen out of fold ({nested['strengths']}): top-1 "
+              f"{nested['top1']:.1%}, macro recall {nested['macro_recall']:.1%}")
+        for name, versus in report["nested_prior_versus"].items():
+            print(f"  that - {name}: top-1 {versus['top1_difference']:+.1%} (McNemar p {versus['right']['mcnemar_p']:.3f}),"
+                  f" macro recall {versus['macro_recall_difference']:+.1%}")
     for name in ("a", "b"):
         versus = report["mean_versus"][name]
         print(f"mean - {name}: top-1 {versus['top1_difference']:+.1%} (right only in the mean "
