@@ -483,6 +483,10 @@ def test_info_shows_validation_figures_and_trust_settings(tmp_path: Path) -> Non
     assert lines["this file"] == ("accuracy 0.7842 (int8), fp32 0.7737 on 190 validation photos, scan full, tta none, "
                                   "as measured at export")
     assert lines["calibration"] == "temperature scaling, temperature 1.5"
+    biased = tinymodel.write_model(tmp_path / "biased.onnx", metadata=tinymodel.metadata_for(
+        32, calibration=Calibration(temperature=0.6, class_bias=(-0.8, 0.1, 0.2, 1.3, -0.8), prior="Kaggle 2020")))
+    assert _info_lines(biased)["calibration"] == ("temperature scaling, temperature 0.6; class bias -0.80, +0.10, "
+                                                  "+0.20, +1.30, -0.80 (answers for Kaggle 2020)")
     assert lines["trust"] == "uncertain below confidence 0.6; photos under 64 px fail"
     overridden = _run("info", "--model", model, "--provider", "cpu", "--min-confidence", "0.8").stdout
     assert "trust        uncertain below confidence 0.8 (--min-confidence; the model says 0.6); photos under" in (

@@ -130,7 +130,13 @@ def describe_look(model: dict[str, Any] | None, in_use: dict[str, Any] | None) -
 def describe_calibration(calibration: dict[str, Any] | None) -> str:
     if not calibration:
         return "none (probabilities as the model gives them)"
-    return f"{calibration.get('method', 'temperature')} scaling, temperature {calibration['temperature']:g}"
+    text = f"{calibration.get('method', 'temperature')} scaling, temperature {calibration['temperature']:g}"
+    bias = calibration.get("class_bias")
+    if not bias:
+        return text
+    # The bias changes answers, not only confidences: say so, and for which class mix.
+    offsets = ", ".join(f"{offset:+.2f}" for offset in bias)
+    return f"{text}; class bias {offsets} (answers for {calibration.get('prior') or 'another class mix'})"
 
 
 def describe_trust(trust: dict[str, Any] | None, min_confidence: float | None = None) -> str:
