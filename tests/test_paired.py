@@ -87,23 +87,28 @@ def test_a_third_member_joins_the_mean_but_the_paired_tests_stay_against_a_and_b
     assert result["mean_versus"]["b"]["right"]["only_a"] == 0  # b was right on photo 0 already
 
 
-def test_the_ensemble_prior_is_fitted_on_other_folds_and_exported_from_all() -> None:
-    """Two members that both over-answer Healthy on CMD-heavy photos (Kaggle's mix): the ensemble's prior, fitted
-    per fold on the other fold, pulls Healthy down and wins back top-1; the exported fit uses every photo; photos of
-    a single fold get no prior (nothing to fit it on but the photos scored)."""
-    rng = np.random.default_rng(0)
+def _members_on_kaggles_mix(n: int, knowledge: float, healthy_boost: float = 0.0) -> tuple[Scored, Scored]:
+    """Two models' answers on `n` photos drawn with Kaggle's class mix: each knows the mix, adds `knowledge` to the
+    right class's logit and `healthy_boost` to Healthy's, with its own noise."""
     counts = np.asarray([1087, 2189, 2386, 13158, 2577], float)
-    n = 1200
-    labels = rng.choice(5, n, p=counts / counts.sum())
+    labels = np.random.default_rng(0).choice(5, n, p=counts / counts.sum())
     keys = [f"{i}.jpg" for i in range(n)]
 
     def member(seed: int) -> Scored:
         logits = np.random.default_rng(seed).normal(0, 1.0, (n, 5)) + np.log(counts / counts.sum())
-        logits[np.arange(n), labels] += 2.0
-        logits[:, 4] += 2.5  # trained on a Healthy-heavy mix
+        logits[np.arange(n), labels] += knowledge
+        logits[:, 4] += healthy_boost
         return _probs((np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).tolist(), keys, labels.tolist())
 
-    a, b = member(1), member(2)
+    return member(1), member(2)
+
+
+def test_the_ensemble_prior_is_fitted_on_other_folds_and_exported_from_all() -> None:
+    """Two members that both over-answer Healthy on CMD-heavy photos (Kaggle's mix): the ensemble's prior, fitted
+    per fold on the other fold, pulls Healthy down and wins back top-1; the exported fit uses every photo; photos of
+    a single fold get no prior (nothing to fit it on but the photos scored)."""
+    n = 1200
+    a, b = _members_on_kaggles_mix(n, knowledge=2.0, healthy_boost=2.5)  # trained on a Healthy-heavy mix
     fold_of = {key: i % 2 for i, key in enumerate(a.keys)}
     result = ensemble([(a, a), (b, b)], fold_of)
     assert result["mean_with_prior"]["photos"] == n
@@ -118,21 +123,12 @@ def test_the_ensemble_prior_is_fitted_on_other_folds_and_exported_from_all() -> 
 def test_the_prior_strength_trades_top1_for_macro_recall_and_its_fit_leaves_out_the_judged_photos(
     tmp_path: Path,
 ) -> None:
-    """The same members as above over three folds: the full prior gives the most answers right, none at all the
+    """Members like the above (weaker, no Healthy skew) over three folds: the full prior gives the most answers right, none at all the
     best macro recall (the sweep says so at every strength); from three folds on the strength is also chosen out of
     fold and compared with each member alone; the fit written for export leaves out the ids it is told to."""
-    rng = np.random.default_rng(0)
-    counts = np.asarray([1087, 2189, 2386, 13158, 2577], float)
     n = 600
-    labels = rng.choice(5, n, p=counts / counts.sum())
-    keys = [f"{i}.jpg" for i in range(n)]
-
-    def member(seed: int) -> Scored:
-        logits = np.random.default_rng(seed).normal(0, 1.0, (n, 5)) + np.log(counts / counts.sum())
-        logits[np.arange(n), labels] += 1.0  # weak members: the prior has much to trade
-        return _probs((np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).tolist(), keys, labels.tolist())
-
-    a, b = member(1), member(2)
+    a, b = _members_on_kaggles_mix(n, knowledge=1.0)  # weak members: the prior has much to trade
+    keys = [key for _, key in a.keys]
     fold_of = {key: i % 3 for i, key in enumerate(a.keys)}
     ids = tmp_path / "judged.txt"
     ids.write_text("".join(f"{key}\n" for key in keys[:100]))

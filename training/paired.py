@@ -207,6 +207,13 @@ def ensemble(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, 
                               prior_fit_exclude) if fold_of is not None else {})}
 
 
+def _print_versus_members(versus_by_member: dict[str, dict]) -> None:
+    """The ensemble with a prior against each member alone (ensemble_prior's `prior_versus` and the nested one)."""
+    for name, versus in versus_by_member.items():
+        print(f"  that - {name}: top-1 {versus['top1_difference']:+.1%} (McNemar p {versus['right']['mcnemar_p']:.3f}),"
+              f" macro recall {versus['macro_recall_difference']:+.1%}")
+
+
 def main() -> None:
     import argparse
 
@@ -257,9 +264,7 @@ def main() -> None:
         prior = report["mean_with_prior"]
         print(f"mean of {members} with the Kaggle prior at strength {report['prior_strength']:g} (cross-fitted per "
               f"fold): top-1 {prior['top1']:.1%}, macro recall {prior['macro_recall']:.1%}")
-        for name, versus in report["prior_versus"].items():
-            print(f"  that - {name}: top-1 {versus['top1_difference']:+.1%} (McNemar p {versus['right']['mcnemar_p']:.3f}),"
-                  f" macro recall {versus['macro_recall_difference']:+.1%}")
+        _print_versus_members(report["prior_versus"])
         if "prior_sweep" in report:
             print("  by strength: " + ", ".join(f"{row['strength']:g}: {row['top1']:.1%} / "
                                                 f"{row['macro_recall']:.1%}" for row in report["prior_sweep"]))
@@ -267,9 +272,7 @@ def main() -> None:
         nested = report["mean_with_nested_prior"]
         print(f"mean of {members} with the strength chosen out of fold ({nested['strengths']}): top-1 "
               f"{nested['top1']:.1%}, macro recall {nested['macro_recall']:.1%}")
-        for name, versus in report["nested_prior_versus"].items():
-            print(f"  that - {name}: top-1 {versus['top1_difference']:+.1%} (McNemar p {versus['right']['mcnemar_p']:.3f}),"
-                  f" macro recall {versus['macro_recall_difference']:+.1%}")
+        _print_versus_members(report["nested_prior_versus"])
     for name in ("a", "b"):
         versus = report["mean_versus"][name]
         print(f"mean - {name}: top-1 {versus['top1_difference']:+.1%} (right only in the mean "
