@@ -9,17 +9,16 @@ from pathlib import Path
 import pytest
 
 from cassava_edge.metadata import CASSAVA_LABELS, CLASS_BIAS_SCHEMA_VERSION
+from cassava_edge_training.oof import KAGGLE_COUNTS
 
 pytest.importorskip("onnx")
 
 from cassava_edge_export.onnxfile import read_metadata  # noqa: E402
 from cassava_edge_export.prior import main  # noqa: E402
 
-KAGGLE = {"CBB": 1087, "CBSD": 2189, "CGM": 2386, "CMD": 13158, "Healthy": 2577}
-
 
 def _report(path: Path, bias: dict[str, float], **fit: float) -> Path:
-    path.write_text(json.dumps({"kaggle_prior": KAGGLE, "prior_fit": {"temperature": 0.7, "bias": bias, **fit}}))
+    path.write_text(json.dumps({"kaggle_prior": KAGGLE_COUNTS, "prior_fit": {"temperature": 0.7, "bias": bias, **fit}}))
     return path
 
 

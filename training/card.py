@@ -119,11 +119,11 @@ def paired_rows(report: dict) -> list[str]:
     rows.append(_difference_row(f"{_arm_short(report['a'])} − {_arm_short(report['b'])}", report["difference"]))
     for name, arm in (("a", "the first"), ("b", "the second")):
         rows.append(_difference_row(f"the ensemble − {arm}", report["mean_versus"][name], "the ensemble", arm))
-    for key, which in (("prior_versus", f"{_prior_name(report)}"), ("nested_prior_versus", "with the nested prior")):
+    for key, which in (("prior_versus", _prior_name(report)), ("nested_prior_versus", "with the nested prior")):
+        if key not in report:
+            continue
         for name, arm in (("a", "the first"), ("b", "the second")):
-            if key in report:
-                rows.append(_difference_row(f"the ensemble {which} − {arm} alone", report[key][name],
-                                            "the ensemble", arm))
+            rows.append(_difference_row(f"the ensemble {which} − {arm} alone", report[key][name], "the ensemble", arm))
     return rows
 
 

@@ -145,11 +145,14 @@ Judged = tuple[tuple[str, frozenset[str] | None], ...]  # (folder name, its ids 
 
 
 def parse_judged(specs: Sequence[str]) -> Judged:
-    """`--prior-fit-exclude FOLDER[=IDS]` values: a folder's photos (by its name), or only the ids listed in IDS."""
+    """`--prior-fit-exclude FOLDER[=IDS]` values, read as `training.candidates --photos` reads its own: a folder's
+    photos (by its name), or only the ids listed in IDS."""
+    from cassava_edge.labelled import read_ids
+
     judged = []
     for spec in specs:
         folder, _, ids = spec.partition("=")
-        judged.append((Path(folder).name, frozenset(Path(ids).read_text(encoding="utf-8").split()) if ids else None))
+        judged.append((Path(folder).name, frozenset(read_ids(ids)) if ids else None))
     return tuple(judged)
 
 
@@ -181,7 +184,8 @@ def ensemble_prior(mean: Scored, fold_of: dict[tuple[str, str], int], members: d
     if sweep:
         report["prior_sweep"] = []
         for each in PRIOR_STRENGTHS:
-            predicted = cross_fitted_prior(mean, fold_of, kaggle_prior(each)).probs.argmax(1)
+            corrected = with_prior if each == strength else cross_fitted_prior(mean, fold_of, kaggle_prior(each))
+            predicted = corrected.probs.argmax(1)
             report["prior_sweep"].append({"strength": each, "top1": float(np.mean(predicted == mean.labels)),
                                           "macro_recall": macro_recall(mean.labels, predicted)})
         if len(folds) >= 3:
