@@ -70,6 +70,23 @@ def test_a_paired_report_of_several_folds_names_every_run_of_each_arm() -> None:
     assert swept[11].startswith("| the ensemble with the nested prior − the second alone |") and swept[11].endswith("| — |")
 
 
+    # A judged fold (training.paired --judge-fold): its rows name the fold and the folds its prior was fitted on.
+    judged_figures = {**_figures(0.9), "flip_test": flips}
+    judged = {"fold": 4, "other_folds": [0, 1, 2], "a": judged_figures, "b": judged_figures, "mean": judged_figures,
+              "difference": difference, "mean_versus": {"a": difference, "b": difference},
+              "mean_with_prior": _figures(0.87), "prior_versus": versus,
+              "mean_with_nested_prior": {**_figures(0.86), "strength": 0.375}, "nested_prior_versus": versus}
+    judged_rows = rows({**report, "judged_fold": judged})[6:]
+    assert judged_rows[0].startswith("| on fold 4 alone: the first | 200 | 90.0%") and judged_rows[0].endswith("| 9/400 (2.2%) |")
+    assert judged_rows[3].startswith("| on fold 4 alone: the ensemble, with the Kaggle prior fitted on folds 0, 1, 2 | 200 | 87.0%")
+    assert judged_rows[4].startswith("| on fold 4 alone: the ensemble, the prior's strength chosen on folds 0, 1, 2 (0.375) |")
+    assert judged_rows[5].startswith("| on fold 4 alone: the first − the second | 400 | +0.5 points")
+    assert judged_rows[-1].startswith("| on fold 4 alone: the ensemble with the nested prior − the second alone |")
+    assert len(judged_rows) == 12
+    assert report_part({"judged_fold": judged}, "judged_fold.mean_with_prior") == (_figures(0.87), None)
+    assert report_part({"judged_fold": judged}, "judged_fold.a") == (judged_figures, flips)
+
+
 OVERVIEW = ROOT / "training" / "experiments" / "overview.json"
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cassava_edge_training.oof import Scored
-from cassava_edge_training.paired import compare_runs, discordant, ensemble, mcnemar_p, paired, parse_judged
+from cassava_edge_training.oof import Scored, apply_prior, figures, fit_prior, kaggle_prior, nested_prior
+from cassava_edge_training.paired import (compare_runs, discordant, ensemble, judged_fold, mcnemar_p, paired,
+                                         parse_judged)
 
 
 def _scored(labels: list[int], predicted: list[int], keys: list[str] | None = None) -> Scored:
@@ -151,6 +152,34 @@ def test_the_prior_strength_trades_top1_for_macro_recall_and_its_fit_leaves_out_
     assert set(full["nested_prior_versus"]) == {"a", "b"}
 
 
+def test_a_judged_fold_is_scored_alone_with_a_prior_fitted_on_the_other_folds_only() -> None:
+    """Three folds, fold 2 judged: each figure is the one of its photos alone; the prior applied to them is the one
+    fitted on folds 0 and 1 (the judged fold's own answers take no part), its strength chosen there too."""
+    n = 600
+    a, b = _members_on_kaggles_mix(n, knowledge=1.0, healthy_boost=2.5)
+    fold_of = {key: i % 3 for i, key in enumerate(a.keys)}
+    judged = judged_fold([(a, a), (b, b)], fold_of, 2)
+    keys = [key for key in a.keys if fold_of[key] == 2]
+    others = [key for key in a.keys if fold_of[key] != 2]
+    mean = Scored(a.keys, a.labels, (a.probs + b.probs) / 2)
+    assert judged["fold"] == 2 and judged["other_folds"] == [0, 1]
+    assert judged["a"]["photos"] == judged["mean_with_prior"]["photos"] == len(keys) == n // 3
+    assert judged["b"]["top1"] == pytest.approx(figures(b.subset(keys))["top1"])
+    temperature, bias = fit_prior(mean.subset(others), kaggle_prior(1.0))
+    expected = Scored(keys, a.labels[2::3], apply_prior(mean.subset(keys).probs, temperature, bias))
+    assert judged["mean_with_prior"]["top1"] == pytest.approx(figures(expected)["top1"])
+    assert judged["mean_with_prior"]["top1"] > judged["mean"]["top1"] + 0.05  # the Healthy skew is undone
+    nested, strengths = nested_prior(mean, fold_of)
+    assert judged["mean_with_nested_prior"]["strength"] == strengths[2]
+    assert judged["mean_with_nested_prior"]["top1"] == pytest.approx(figures(nested.subset(keys))["top1"])
+    assert judged["prior_versus"]["a"]["photos"] == len(keys)
+    assert judged["difference"]["flipped"]["only_a"] == 0  # each member's look is itself here: nothing flips
+    with pytest.raises(ValueError, match="fold 5"):
+        judged_fold([(a, a), (b, b)], fold_of, 5)
+    lone = judged_fold([(a, a), (b, b)], {key: 2 if fold_of[key] == 2 else 0 for key in a.keys}, 2)
+    assert "mean_with_nested_prior" not in lone  # one other fold: no strength to choose out of fold
+
+
 EXPERIMENT = Path(__file__).resolve().parents[1] / "training" / "experiments"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -207,8 +236,10 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
     monkeypatch.chdir(EXPERIMENT.parents[1])
     report = json.loads(path.read_text())
     also = [[Path(run) for run in runs] for runs in report.get("also", [])]
+    judge = report["judged_fold"]["fold"] if "judged_fold" in report else None
     again = compare_runs([Path(run) for run in report["a"]], [Path(run) for run in report["b"]], also,
-                         report.get("prior_strength", 1.0), "prior_sweep" in report, report.get("prior_fit_exclude", ()))
+                         report.get("prior_strength", 1.0), "prior_sweep" in report, report.get("prior_fit_exclude", ()),
+                         judge)
     for key in ("top1_difference", "macro_recall_difference", "same_answer"):
         assert again["difference"][key] == pytest.approx(report["difference"][key])
     assert again["difference"]["right"] == report["difference"]["right"]
@@ -225,6 +256,11 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
         for row, committed in zip(again["prior_sweep"], report["prior_sweep"], strict=True):
             assert row == pytest.approx(committed)
         assert again["mean_with_nested_prior"]["top1"] == pytest.approx(report["mean_with_nested_prior"]["top1"])
+    if judge is not None:
+        for part in ("a", "b", "mean", "mean_with_prior", "mean_with_nested_prior"):
+            if part in report["judged_fold"]:
+                assert again["judged_fold"][part]["top1"] == pytest.approx(report["judged_fold"][part]["top1"])
+                assert again["judged_fold"][part]["recall"] == pytest.approx(report["judged_fold"][part]["recall"])
     for arm in ("a", "b"):
         assert again["mean_versus"][arm]["right"] == report["mean_versus"][arm]["right"]
         assert again["mean_versus"][arm]["flipped"] == report["mean_versus"][arm]["flipped"]

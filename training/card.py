@@ -124,6 +124,32 @@ def paired_rows(report: dict) -> list[str]:
             continue
         for name, arm in (("a", "the first"), ("b", "the second")):
             rows.append(_difference_row(f"the ensemble {which} − {arm} alone", report[key][name], "the ensemble", arm))
+    if "judged_fold" in report:
+        rows += judged_fold_rows(report["judged_fold"], _prior_name(report))
+    return rows
+
+
+def judged_fold_rows(judged: dict, prior_name: str) -> list[str]:
+    """The same comparison on one fold's photos alone, its prior fitted on the other folds (training.paired
+    --judge-fold): the check of a choice made on those other folds."""
+    on = f"on fold {judged['fold']} alone"
+    others = ", ".join(map(str, judged["other_folds"]))
+    rows = [figures_row(f"{on}: the first", judged["a"], judged["a"]["flip_test"]),
+            figures_row(f"{on}: the second", judged["b"], judged["b"]["flip_test"]),
+            figures_row(f"{on}: the ensemble", judged["mean"], judged["mean"]["flip_test"]),
+            figures_row(f"{on}: the ensemble, {prior_name} fitted on folds {others}", judged["mean_with_prior"])]
+    if "mean_with_nested_prior" in judged:
+        nested = judged["mean_with_nested_prior"]
+        rows.append(figures_row(f"{on}: the ensemble, the prior's strength chosen on folds {others} "
+                                f"({nested['strength']:g})", nested))
+    rows.append(_difference_row(f"{on}: the first − the second", judged["difference"]))
+    for name, arm in (("a", "the first"), ("b", "the second")):
+        rows.append(_difference_row(f"{on}: the ensemble − {arm}", judged["mean_versus"][name], "the ensemble", arm))
+    for key, which in (("prior_versus", prior_name), ("nested_prior_versus", "with the nested prior")):
+        for name, arm in (("a", "the first"), ("b", "the second")):
+            if key in judged:
+                rows.append(_difference_row(f"{on}: the ensemble {which} − {arm} alone", judged[key][name],
+                                            "the ensemble", arm))
     return rows
 
 
@@ -164,7 +190,11 @@ def look_rows(report: dict) -> list[str]:
 def report_part(report: dict, part: str) -> tuple[dict, dict | None]:
     """One model's (or ensemble's) figures and flip test in a report, by name: `oof`, `oof.with_prior`,
     `holdout.ensemble`, `holdout.student` (training.oof); `a`, `b`, `also.N`, `mean`, `mean_with_prior`,
-    `mean_with_nested_prior` (training.paired). Figures with a prior have no flip test."""
+    `mean_with_nested_prior`, and each of those but `also.N` on a judged fold as `judged_fold.a` and so on
+    (training.paired). Figures with a prior have no flip test."""
+    if part.startswith("judged_fold."):
+        figures = report["judged_fold"][part.split(".", 1)[1]]
+        return figures, figures.get("flip_test")
     if part == "oof":
         return report["oof"], report["oof"]["flip_test"]
     if part == "oof.with_prior":

@@ -193,13 +193,21 @@ def nested_prior(oof: Scored, fold_of: dict[tuple[str, str], int],
         raise ValueError("choosing the prior's strength out of fold needs photos of three folds or more")
     out, chosen = oof.probs.copy(), {}
     for fold in sorted(set(folds)):
-        others = oof.subset([key for key, f in zip(oof.keys, folds) if f != fold])
-        best = max(strengths, key=lambda strength: prior_score(
-            cross_fitted_prior(others, fold_of, kaggle_prior(strength))))
-        temperature, bias = fit_prior(others, kaggle_prior(best))
-        out[folds == fold] = apply_prior(oof.probs[folds == fold], temperature, bias)
-        chosen[int(fold)] = float(best)
+        corrected, chosen[int(fold)] = nested_prior_of_fold(oof, fold_of, int(fold), strengths)
+        out[folds == fold] = corrected.probs
     return Scored(oof.keys, oof.labels, out), chosen
+
+
+def nested_prior_of_fold(oof: Scored, fold_of: dict[tuple[str, str], int], fold: int,
+                         strengths: tuple[float, ...] = PRIOR_STRENGTHS) -> tuple[Scored, float]:
+    """One fold's photos of `nested_prior`, corrected by the strength and bias chosen on the other folds (two or
+    more), and that strength."""
+    others = oof.subset([key for key in oof.keys if fold_of[key] != fold])
+    best = max(strengths, key=lambda strength: prior_score(
+        cross_fitted_prior(others, fold_of, kaggle_prior(strength))))
+    temperature, bias = fit_prior(others, kaggle_prior(best))
+    own = oof.subset([key for key in oof.keys if fold_of[key] == fold])
+    return Scored(own.keys, own.labels, apply_prior(own.probs, temperature, bias)), float(best)
 
 
 def samples_by_key(folders: list[str]) -> dict[tuple[str, str], Sample]:

@@ -12,6 +12,9 @@ Roboflow look in one run and not in the other::
 Over several folds, each arm's runs (one per fold) are pooled, as out-of-fold figures are::
 
     python -m training.paired runs/v3b/onelook-384-fold{0,4} --versus runs/v3/onelook-fold{0,4}
+
+A fold kept out of every decision judges the decisions made on the others (`--judge-fold K`): the same figures on
+that fold's photos alone, its prior fitted (and its strength chosen) on the other folds only.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import numpy as np
 from cassava_edge.metadata import CASSAVA_LABELS
 
 from .oof import (KAGGLE_COUNTS, PLAN, PRIOR_STRENGTHS, Scored, cross_fitted_prior, evaluate_runs, figures, fit_prior,
-                  flip_share, folds_of_runs, kaggle_prior, macro_recall, nested_prior, read_probabilities)
+                  flip_share, folds_of_runs, kaggle_prior, macro_recall, nested_prior, nested_prior_of_fold,
+                  read_probabilities)
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -112,7 +116,8 @@ def _versus(own_a: Scored, look_a: Scored, own_b: Scored, look_b: Scored) -> dic
 
 
 def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[Sequence[Path]] = (),
-                 prior_strength: float = 1.0, prior_sweep: bool = False, prior_fit_exclude: Sequence[str] = ()) -> dict:
+                 prior_strength: float = 1.0, prior_sweep: bool = False, prior_fit_exclude: Sequence[str] = (),
+                 judge_fold: int | None = None) -> dict:
     """Each arm's figures and flip test, pooled over its runs (one per fold, as out-of-fold figures are), and the
     paired differences over all their photos. Both arms must have been validated on the same photos.
 
@@ -120,7 +125,8 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[
     teacher or a shipped pair made of both would answer. Its own flip test and its paired tests against each arm
     say whether the pair beats its members beyond chance. Each arm of `also` (validated on the same photos) joins
     that ensemble as one more member, to ask whether a third model adds to the pair. `prior_strength`,
-    `prior_sweep` and `prior_fit_exclude` (FOLDER[=IDS] specs, recorded in the report) go to `ensemble_prior`."""
+    `prior_sweep` and `prior_fit_exclude` (FOLDER[=IDS] specs, recorded in the report) go to `ensemble_prior`;
+    `judge_fold` adds the same figures on that fold's photos alone (`judged_fold`)."""
     report: dict = {"a": [str(run) for run in runs_a], "b": [str(run) for run in runs_b]}
     report["a_figures"], own_a, look_a = _arm(runs_a)
     report["b_figures"], own_b, look_b = _arm(runs_b)
@@ -136,8 +142,41 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[
             members.append((own, look.subset(own_a.keys)))
     if prior_fit_exclude:
         report["prior_fit_exclude"] = list(prior_fit_exclude)
-    report.update(ensemble(members, folds_of_runs(list(runs_a))[1], prior_strength, prior_sweep,
-                           parse_judged(prior_fit_exclude)))
+    fold_of = folds_of_runs(list(runs_a))[1]
+    report.update(ensemble(members, fold_of, prior_strength, prior_sweep, parse_judged(prior_fit_exclude)))
+    if judge_fold is not None:
+        report["judged_fold"] = judged_fold(members, fold_of, judge_fold, prior_strength)
+    return report
+
+
+def judged_fold(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, str], int], fold: int,
+                prior_strength: float = 1.0) -> dict:
+    """Members a and b and their ensemble on one fold's photos alone, with the ensemble's prior fitted on the other
+    folds only (at `prior_strength`, and, with two other folds or more, at the strength chosen on them too), and
+    each paired against a and b there. Out-of-fold figures pooled over folds can hide a choice made on those same
+    folds (which recipe, which prior); a fold that took no part in the choice says whether it holds."""
+    (own_a, look_a), (own_b, look_b) = members[0], members[1]
+    keys = [key for key in own_a.keys if fold_of[key] == fold]
+    others = {fold_of[key] for key in own_a.keys} - {fold}
+    if not keys or not others:
+        raise ValueError(f"judging fold {fold} needs its photos and another fold's; the runs hold folds "
+                         f"{sorted({fold_of[key] for key in own_a.keys})}")
+    own_mean = Scored(own_a.keys, own_a.labels, np.mean([own.probs for own, _ in members], axis=0))
+    look_mean = Scored(own_a.keys, own_a.labels, np.mean([look.probs for _, look in members], axis=0))
+    on_fold = {name: (own.subset(keys), look.subset(keys))
+               for name, (own, look) in (("a", (own_a, look_a)), ("b", (own_b, look_b)), ("mean", (own_mean, look_mean)))}
+    report: dict = {"fold": fold, "other_folds": sorted(others)}
+    for name, (own, look) in on_fold.items():
+        report[name] = {**figures(own), "flip_test": flip_share(own, look)}
+    report["difference"] = _versus(*on_fold["a"], *on_fold["b"])
+    report["mean_versus"] = {name: _versus(*on_fold["mean"], *on_fold[name]) for name in ("a", "b")}
+    with_prior = cross_fitted_prior(own_mean, fold_of, kaggle_prior(prior_strength)).subset(keys)
+    report["mean_with_prior"] = figures(with_prior)
+    report["prior_versus"] = {name: paired(with_prior, on_fold[name][0]) for name in ("a", "b")}
+    if len(others) >= 2:  # the strength's choice is itself cross-fitted over the other folds
+        nested, strength = nested_prior_of_fold(own_mean, fold_of, fold)
+        report["mean_with_nested_prior"] = {**figures(nested), "strength": strength}
+        report["nested_prior_versus"] = {name: paired(nested, on_fold[name][0]) for name in ("a", "b")}
     return report
 
 
@@ -237,6 +276,8 @@ def main() -> None:
     parser.add_argument("--prior-fit-exclude", action="append", default=[], metavar="FOLDER[=IDS]",
                         help="photos the prior written for export is not fitted on (a folder's, or only the ids "
                              "listed in IDS): those a shipped model is judged on; repeatable")
+    parser.add_argument("--judge-fold", type=int, default=None, metavar="K",
+                        help="also report the figures on fold K's photos alone, its prior fitted on the other folds")
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args()
     if not 0.0 <= args.prior_strength <= 1.0:
@@ -246,7 +287,7 @@ def main() -> None:
     runs_a, runs_b = (args.runs, args.versus) if args.versus is not None else (args.runs[:1], args.runs[1:])
     try:
         report = compare_runs(runs_a, runs_b, args.also, args.prior_strength, args.prior_sweep,
-                              args.prior_fit_exclude)
+                              args.prior_fit_exclude, args.judge_fold)
     except (OSError, ValueError, KeyError) as error:
         raise SystemExit(f"error: {error}") from None
     if args.output:
@@ -290,6 +331,20 @@ def main() -> None:
           f"[{d['macro_recall_difference_ci95'][0]:+.1%}, {d['macro_recall_difference_ci95'][1]:+.1%}]; "
           f"flipped only in a {d['flipped']['only_a']}, only in b {d['flipped']['only_b']} "
           f"(p {d['flipped']['mcnemar_p']:.3f})")
+    if "judged_fold" in report:
+        _print_judged_fold(report["judged_fold"])
+
+
+def _print_judged_fold(judged: dict) -> None:
+    print(f"on fold {judged['fold']} alone (its prior fitted on folds {judged['other_folds']}):")
+    for name in ("a", "b", "mean", "mean_with_prior", "mean_with_nested_prior"):
+        if name in judged:
+            figures = judged[name]
+            print(f"  {name}: top-1 {figures['top1']:.1%}, macro recall {figures['macro_recall']:.1%}")
+    for key in ("prior_versus", "nested_prior_versus"):
+        if key in judged:
+            print(f"  {key}:")
+            _print_versus_members(judged[key])
 
 
 if __name__ == "__main__":
