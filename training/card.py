@@ -117,13 +117,7 @@ def paired_rows(report: dict) -> list[str]:
         strengths = ", ".join(f"{strength:g}" for strength in nested["strengths"].values())
         rows.append(figures_row(f"the ensemble, with the prior's strength chosen out of fold too ({strengths})", nested))
     rows.append(_difference_row(f"{_arm_short(report['a'])} − {_arm_short(report['b'])}", report["difference"]))
-    for name, arm in (("a", "the first"), ("b", "the second")):
-        rows.append(_difference_row(f"the ensemble − {arm}", report["mean_versus"][name], "the ensemble", arm))
-    for key, which in (("prior_versus", _prior_name(report)), ("nested_prior_versus", "with the nested prior")):
-        if key not in report:
-            continue
-        for name, arm in (("a", "the first"), ("b", "the second")):
-            rows.append(_difference_row(f"the ensemble {which} − {arm} alone", report[key][name], "the ensemble", arm))
+    rows += _ensemble_versus_rows(report, _prior_name(report))
     if "judged_fold" in report:
         rows += judged_fold_rows(report["judged_fold"], _prior_name(report))
     return rows
@@ -143,13 +137,20 @@ def judged_fold_rows(judged: dict, prior_name: str) -> list[str]:
         rows.append(figures_row(f"{on}: the ensemble, the prior's strength chosen on folds {others} "
                                 f"({nested['strength']:g})", nested))
     rows.append(_difference_row(f"{on}: the first − the second", judged["difference"]))
-    for name, arm in (("a", "the first"), ("b", "the second")):
-        rows.append(_difference_row(f"{on}: the ensemble − {arm}", judged["mean_versus"][name], "the ensemble", arm))
+    return rows + _ensemble_versus_rows(judged, prior_name, f"{on}: ")
+
+
+def _ensemble_versus_rows(part: dict, prior_name: str, prefix: str = "") -> list[str]:
+    """The ensemble against each of the first two members: as it is (`mean_versus`), then with each prior it has
+    (`prior_versus`, `nested_prior_versus`) against each member alone; of a whole paired report, or of its judged
+    fold with `prefix` naming the fold."""
+    arms = (("a", "the first"), ("b", "the second"))
+    rows = [_difference_row(f"{prefix}the ensemble − {arm}", part["mean_versus"][name], "the ensemble", arm)
+            for name, arm in arms]
     for key, which in (("prior_versus", prior_name), ("nested_prior_versus", "with the nested prior")):
-        for name, arm in (("a", "the first"), ("b", "the second")):
-            if key in judged:
-                rows.append(_difference_row(f"{on}: the ensemble {which} − {arm} alone", judged[key][name],
-                                            "the ensemble", arm))
+        if key in part:
+            rows += [_difference_row(f"{prefix}the ensemble {which} − {arm} alone", part[key][name], "the ensemble", arm)
+                     for name, arm in arms]
     return rows
 
 

@@ -158,11 +158,16 @@ def cross_fitted_prior(oof: Scored, fold_of: dict[tuple[str, str], int], prior: 
     out = oof.probs.copy()
     folds = np.asarray([fold_of[key] for key in oof.keys])
     for fold in sorted(set(folds)):
-        fit = Scored([k for k, f in zip(oof.keys, folds) if f != fold], oof.labels[folds != fold],
-                     oof.probs[folds != fold])
-        temperature, bias = fit_prior(fit, prior)
-        out[folds == fold] = apply_prior(oof.probs[folds == fold], temperature, bias)
+        out[folds == fold] = cross_fitted_prior_of_fold(oof, fold_of, int(fold), prior).probs
     return Scored(oof.keys, oof.labels, out)
+
+
+def cross_fitted_prior_of_fold(oof: Scored, fold_of: dict[tuple[str, str], int], fold: int,
+                               prior: dict[str, float]) -> Scored:
+    """One fold's photos of `cross_fitted_prior`: corrected by the prior fitted on the other folds' photos."""
+    temperature, bias = fit_prior(oof.subset([key for key in oof.keys if fold_of[key] != fold]), prior)
+    own = oof.subset([key for key in oof.keys if fold_of[key] == fold])
+    return Scored(own.keys, own.labels, apply_prior(own.probs, temperature, bias))
 
 
 PRIOR_STRENGTHS = tuple(step / 8 for step in range(9))  # the strengths nested_prior chooses among
@@ -205,9 +210,7 @@ def nested_prior_of_fold(oof: Scored, fold_of: dict[tuple[str, str], int], fold:
     others = oof.subset([key for key in oof.keys if fold_of[key] != fold])
     best = max(strengths, key=lambda strength: prior_score(
         cross_fitted_prior(others, fold_of, kaggle_prior(strength))))
-    temperature, bias = fit_prior(others, kaggle_prior(best))
-    own = oof.subset([key for key in oof.keys if fold_of[key] == fold])
-    return Scored(own.keys, own.labels, apply_prior(own.probs, temperature, bias)), float(best)
+    return cross_fitted_prior_of_fold(oof, fold_of, fold, kaggle_prior(best)), float(best)
 
 
 def samples_by_key(folders: list[str]) -> dict[tuple[str, str], Sample]:

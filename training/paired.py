@@ -28,9 +28,9 @@ import numpy as np
 
 from cassava_edge.metadata import CASSAVA_LABELS
 
-from .oof import (KAGGLE_COUNTS, PLAN, PRIOR_STRENGTHS, Scored, cross_fitted_prior, evaluate_runs, figures, fit_prior,
-                  flip_share, folds_of_runs, kaggle_prior, macro_recall, nested_prior, nested_prior_of_fold,
-                  read_probabilities)
+from .oof import (KAGGLE_COUNTS, PLAN, PRIOR_STRENGTHS, Scored, cross_fitted_prior, cross_fitted_prior_of_fold,
+                  evaluate_runs, figures, fit_prior, flip_share, folds_of_runs, kaggle_prior, macro_recall, nested_prior,
+                  nested_prior_of_fold, read_probabilities)
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -161,8 +161,7 @@ def judged_fold(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[st
     if not keys or not others:
         raise ValueError(f"judging fold {fold} needs its photos and another fold's; the runs hold folds "
                          f"{sorted({fold_of[key] for key in own_a.keys})}")
-    own_mean = Scored(own_a.keys, own_a.labels, np.mean([own.probs for own, _ in members], axis=0))
-    look_mean = Scored(own_a.keys, own_a.labels, np.mean([look.probs for _, look in members], axis=0))
+    own_mean, look_mean = member_means(members)
     on_fold = {name: (own.subset(keys), look.subset(keys))
                for name, (own, look) in (("a", (own_a, look_a)), ("b", (own_b, look_b)), ("mean", (own_mean, look_mean)))}
     report: dict = {"fold": fold, "other_folds": sorted(others)}
@@ -170,7 +169,7 @@ def judged_fold(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[st
         report[name] = {**figures(own), "flip_test": flip_share(own, look)}
     report["difference"] = _versus(*on_fold["a"], *on_fold["b"])
     report["mean_versus"] = {name: _versus(*on_fold["mean"], *on_fold[name]) for name in ("a", "b")}
-    with_prior = cross_fitted_prior(own_mean, fold_of, kaggle_prior(prior_strength)).subset(keys)
+    with_prior = cross_fitted_prior_of_fold(own_mean, fold_of, fold, kaggle_prior(prior_strength))
     report["mean_with_prior"] = figures(with_prior)
     report["prior_versus"] = {name: paired(with_prior, on_fold[name][0]) for name in ("a", "b")}
     if len(others) >= 2:  # the strength's choice is itself cross-fitted over the other folds
@@ -234,6 +233,14 @@ def ensemble_prior(mean: Scored, fold_of: dict[tuple[str, str], int], members: d
     return report
 
 
+def member_means(members: Sequence[tuple[Scored, Scored]]) -> tuple[Scored, Scored]:
+    """The ensemble's probabilities under each look: the members' mean of their own ones, and of their Roboflow-look
+    ones (every member holds the same photos in the same order)."""
+    own_a = members[0][0]
+    return (Scored(own_a.keys, own_a.labels, np.mean([own.probs for own, _ in members], axis=0)),
+            Scored(own_a.keys, own_a.labels, np.mean([look.probs for _, look in members], axis=0)))
+
+
 def ensemble(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, str], int] | None = None,
              prior_strength: float = 1.0, prior_sweep: bool = False, prior_fit_exclude: Judged = ()) -> dict:
     """Models' mean probabilities (under each look) scored as one model: its figures, its flip test, its paired
@@ -241,8 +248,7 @@ def ensemble(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, 
     (`ensemble_prior`). Each member is (its own probabilities, its Roboflow-look ones); all hold the same photos
     in the same order."""
     (own_a, look_a), (own_b, look_b) = members[0], members[1]
-    own_mean = Scored(own_a.keys, own_a.labels, np.mean([own.probs for own, _ in members], axis=0))
-    look_mean = Scored(own_a.keys, own_a.labels, np.mean([look.probs for _, look in members], axis=0))
+    own_mean, look_mean = member_means(members)
     return {"mean_figures": figures(own_mean), "mean_flip_test": flip_share(own_mean, look_mean),
             "mean_versus": {"a": _versus(own_mean, look_mean, own_a, look_a),
                             "b": _versus(own_mean, look_mean, own_b, look_b)},
