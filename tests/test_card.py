@@ -72,7 +72,7 @@ def test_a_paired_report_of_several_folds_names_every_run_of_each_arm() -> None:
 
     # A judged fold (training.paired --judge-fold): its rows name the fold and the folds its prior was fitted on.
     judged_figures = {**_figures(0.9), "flip_test": flips}
-    judged = {"fold": 4, "other_folds": [0, 1, 2], "a": judged_figures, "b": judged_figures, "mean": judged_figures,
+    judged = {"folds": [4], "other_folds": [0, 1, 2], "a": judged_figures, "b": judged_figures, "mean": judged_figures,
               "difference": difference, "mean_versus": {"a": difference, "b": difference},
               "mean_with_prior": _figures(0.87), "prior_versus": versus,
               "mean_with_nested_prior": {**_figures(0.86), "strength": 0.375}, "nested_prior_versus": versus}
@@ -83,6 +83,9 @@ def test_a_paired_report_of_several_folds_names_every_run_of_each_arm() -> None:
     assert judged_rows[5].startswith("| on fold 4 alone: the first − the second | 400 | +0.5 points")
     assert judged_rows[-1].startswith("| on fold 4 alone: the ensemble with the nested prior − the second alone |")
     assert len(judged_rows) == 12
+    two = rows({**report, "judged_fold": {**judged, "folds": [3, 4], "other_folds": [0, 1, 2]}})[6:]
+    assert two[0].startswith("| on folds 3 and 4 alone: the first | 200 |")
+    assert two[3].startswith("| on folds 3 and 4 alone: the ensemble, with the Kaggle prior fitted on folds 0, 1, 2 |")
     assert report_part({"judged_fold": judged}, "judged_fold.mean_with_prior") == (_figures(0.87), None)
     assert report_part({"judged_fold": judged}, "judged_fold.a") == (judged_figures, flips)
 

@@ -158,11 +158,11 @@ def test_a_judged_fold_is_scored_alone_with_a_prior_fitted_on_the_other_folds_on
     n = 600
     a, b = _members_on_kaggles_mix(n, knowledge=1.0, healthy_boost=2.5)
     fold_of = {key: i % 3 for i, key in enumerate(a.keys)}
-    judged = judged_fold([(a, a), (b, b)], fold_of, 2)
+    judged = judged_fold([(a, a), (b, b)], fold_of, [2])
     keys = [key for key in a.keys if fold_of[key] == 2]
     others = [key for key in a.keys if fold_of[key] != 2]
     mean = Scored(a.keys, a.labels, (a.probs + b.probs) / 2)
-    assert judged["fold"] == 2 and judged["other_folds"] == [0, 1]
+    assert judged["folds"] == [2] and judged["other_folds"] == [0, 1]
     assert judged["a"]["photos"] == judged["mean_with_prior"]["photos"] == len(keys) == n // 3
     assert judged["b"]["top1"] == pytest.approx(figures(b.subset(keys))["top1"])
     temperature, bias = fit_prior(mean.subset(others), kaggle_prior(1.0))
@@ -174,10 +174,30 @@ def test_a_judged_fold_is_scored_alone_with_a_prior_fitted_on_the_other_folds_on
     assert judged["mean_with_nested_prior"]["top1"] == pytest.approx(figures(nested.subset(keys))["top1"])
     assert judged["prior_versus"]["a"]["photos"] == len(keys)
     assert judged["difference"]["flipped"]["only_a"] == 0  # each member's look is itself here: nothing flips
-    with pytest.raises(ValueError, match="fold 5"):
-        judged_fold([(a, a), (b, b)], fold_of, 5)
-    lone = judged_fold([(a, a), (b, b)], {key: 2 if fold_of[key] == 2 else 0 for key in a.keys}, 2)
+    with pytest.raises(ValueError, match=r"cannot judge folds \[2, 5\]: the runs hold folds \[0, 1, 2\]"):
+        judged_fold([(a, a), (b, b)], fold_of, [2, 5])
+    with pytest.raises(ValueError, match="another fold"):
+        judged_fold([(a, a), (b, b)], fold_of, [0, 1, 2])
+    lone = judged_fold([(a, a), (b, b)], {key: 2 if fold_of[key] == 2 else 0 for key in a.keys}, [2])
     assert "mean_with_nested_prior" not in lone  # one other fold: no strength to choose out of fold
+
+
+def test_several_judged_folds_are_judged_together_with_one_prior_fitted_on_the_rest() -> None:
+    """Four folds, folds 2 and 3 judged as one: their photos together, the prior fitted once on folds 0 and 1 (not
+    per judged fold, which would fit each on the other judged fold's photos)."""
+    n = 800
+    a, b = _members_on_kaggles_mix(n, knowledge=1.0, healthy_boost=2.5)
+    fold_of = {key: i % 4 for i, key in enumerate(a.keys)}
+    judged = judged_fold([(a, a), (b, b)], fold_of, [3, 2])
+    keys = [key for key in a.keys if fold_of[key] >= 2]
+    mean = Scored(a.keys, a.labels, (a.probs + b.probs) / 2)
+    assert judged["folds"] == [2, 3] and judged["other_folds"] == [0, 1]
+    assert judged["a"]["photos"] == judged["mean_with_nested_prior"]["photos"] == len(keys) == n // 2
+    temperature, bias = fit_prior(mean.subset([key for key in a.keys if fold_of[key] < 2]), kaggle_prior(1.0))
+    expected = Scored(keys, mean.subset(keys).labels, apply_prior(mean.subset(keys).probs, temperature, bias))
+    assert judged["mean_with_prior"]["top1"] == pytest.approx(figures(expected)["top1"])
+    assert judged["mean_with_prior"]["recall"] == pytest.approx(figures(expected)["recall"])
+    assert judged["prior_versus"]["b"]["photos"] == len(keys)
 
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "training" / "experiments"
@@ -236,7 +256,7 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
     monkeypatch.chdir(EXPERIMENT.parents[1])
     report = json.loads(path.read_text())
     also = [[Path(run) for run in runs] for runs in report.get("also", [])]
-    judge = report["judged_fold"]["fold"] if "judged_fold" in report else None
+    judge = report["judged_fold"]["folds"] if "judged_fold" in report else ()
     again = compare_runs([Path(run) for run in report["a"]], [Path(run) for run in report["b"]], also,
                          report.get("prior_strength", 1.0), "prior_sweep" in report, report.get("prior_fit_exclude", ()),
                          judge)
@@ -256,7 +276,7 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
         for row, committed in zip(again["prior_sweep"], report["prior_sweep"], strict=True):
             assert row == pytest.approx(committed)
         assert again["mean_with_nested_prior"]["top1"] == pytest.approx(report["mean_with_nested_prior"]["top1"])
-    if judge is not None:
+    if judge:
         for part in ("a", "b", "mean", "mean_with_prior", "mean_with_nested_prior"):
             if part in report["judged_fold"]:
                 assert again["judged_fold"][part]["top1"] == pytest.approx(report["judged_fold"][part]["top1"])

@@ -124,9 +124,10 @@ def paired_rows(report: dict) -> list[str]:
 
 
 def judged_fold_rows(judged: dict, prior_name: str) -> list[str]:
-    """The same comparison on one fold's photos alone, its prior fitted on the other folds (training.paired
-    --judge-fold): the check of a choice made on those other folds."""
-    on = f"on fold {judged['fold']} alone"
+    """The same comparison on the judged folds' photos alone, their prior fitted on the other folds
+    (training.paired --judge-fold): the check of a choice made on those other folds."""
+    *rest, last = map(str, judged["folds"])
+    on = f"on folds {', '.join(rest)} and {last} alone" if rest else f"on fold {last} alone"
     others = ", ".join(map(str, judged["other_folds"]))
     rows = [figures_row(f"{on}: the first", judged["a"], judged["a"]["flip_test"]),
             figures_row(f"{on}: the second", judged["b"], judged["b"]["flip_test"]),

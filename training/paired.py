@@ -13,8 +13,8 @@ Over several folds, each arm's runs (one per fold) are pooled, as out-of-fold fi
 
     python -m training.paired runs/v3b/onelook-384-fold{0,4} --versus runs/v3/onelook-fold{0,4}
 
-A fold kept out of every decision judges the decisions made on the others (`--judge-fold K`): the same figures on
-that fold's photos alone, its prior fitted (and its strength chosen) on the other folds only.
+A fold kept out of every decision judges the decisions made on the others (`--judge-fold K`, repeatable): the same
+figures on that fold's photos alone, its prior fitted (and its strength chosen) on the other folds only.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _versus(own_a: Scored, look_a: Scored, own_b: Scored, look_b: Scored) -> dic
 
 def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[Sequence[Path]] = (),
                  prior_strength: float = 1.0, prior_sweep: bool = False, prior_fit_exclude: Sequence[str] = (),
-                 judge_fold: int | None = None) -> dict:
+                 judge_folds: Sequence[int] = ()) -> dict:
     """Each arm's figures and flip test, pooled over its runs (one per fold, as out-of-fold figures are), and the
     paired differences over all their photos. Both arms must have been validated on the same photos.
 
@@ -126,7 +126,7 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[
     say whether the pair beats its members beyond chance. Each arm of `also` (validated on the same photos) joins
     that ensemble as one more member, to ask whether a third model adds to the pair. `prior_strength`,
     `prior_sweep` and `prior_fit_exclude` (FOLDER[=IDS] specs, recorded in the report) go to `ensemble_prior`;
-    `judge_fold` adds the same figures on that fold's photos alone (`judged_fold`)."""
+    `judge_folds` adds the same figures on those folds' photos alone (`judged_fold`)."""
     report: dict = {"a": [str(run) for run in runs_a], "b": [str(run) for run in runs_b]}
     report["a_figures"], own_a, look_a = _arm(runs_a)
     report["b_figures"], own_b, look_b = _arm(runs_b)
@@ -144,36 +144,44 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[
         report["prior_fit_exclude"] = list(prior_fit_exclude)
     fold_of = folds_of_runs(list(runs_a))[1]
     report.update(ensemble(members, fold_of, prior_strength, prior_sweep, parse_judged(prior_fit_exclude)))
-    if judge_fold is not None:
-        report["judged_fold"] = judged_fold(members, fold_of, judge_fold, prior_strength)
+    if judge_folds:
+        report["judged_fold"] = judged_fold(members, fold_of, judge_folds, prior_strength)
     return report
 
 
-def judged_fold(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, str], int], fold: int,
-                prior_strength: float = 1.0) -> dict:
-    """Members a and b and their ensemble on one fold's photos alone, with the ensemble's prior fitted on the other
-    folds only (at `prior_strength`, and, with two other folds or more, at the strength chosen on them too), and
-    each paired against a and b there. Out-of-fold figures pooled over folds can hide a choice made on those same
-    folds (which recipe, which prior); a fold that took no part in the choice says whether it holds."""
+JUDGED = -1  # the pseudo-fold judged_fold gathers its judged folds into (real folds count from 0)
+
+
+def judged_fold(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, str], int],
+                folds: Sequence[int], prior_strength: float = 1.0) -> dict:
+    """Members a and b and their ensemble on the photos of the judged folds alone, with the ensemble's prior fitted
+    on the other folds only (at `prior_strength`, and, with two other folds or more, at the strength chosen on them
+    too), and each paired against a and b there. Out-of-fold figures pooled over folds can hide a choice made on
+    those same folds (which recipe, which prior); folds that took no part in the choice say whether it holds.
+    Several judged folds are judged as one: the prior is fitted once, on the others."""
     (own_a, look_a), (own_b, look_b) = members[0], members[1]
-    keys = [key for key in own_a.keys if fold_of[key] == fold]
-    others = {fold_of[key] for key in own_a.keys} - {fold}
-    if not keys or not others:
-        raise ValueError(f"judging fold {fold} needs its photos and another fold's; the runs hold folds "
-                         f"{sorted({fold_of[key] for key in own_a.keys})}")
+    judged = sorted(set(folds))
+    held = sorted({fold_of[key] for key in own_a.keys})
+    # The judged folds become one pseudo-fold, so the per-fold fits below leave all of them out at once.
+    fold_of = {key: JUDGED if fold in judged else fold for key, fold in fold_of.items()}
+    keys = [key for key in own_a.keys if fold_of[key] == JUDGED]
+    others = {fold_of[key] for key in own_a.keys} - {JUDGED}
+    if not judged or not set(judged) <= set(held) or not others:
+        raise ValueError(f"cannot judge folds {judged}: the runs hold folds {held}, and the judged folds need "
+                         "another fold to fit their prior on")
     own_mean, look_mean = member_means(members)
     on_fold = {name: (own.subset(keys), look.subset(keys))
                for name, (own, look) in (("a", (own_a, look_a)), ("b", (own_b, look_b)), ("mean", (own_mean, look_mean)))}
-    report: dict = {"fold": fold, "other_folds": sorted(others)}
+    report: dict = {"folds": judged, "other_folds": sorted(others)}
     for name, (own, look) in on_fold.items():
         report[name] = {**figures(own), "flip_test": flip_share(own, look)}
     report["difference"] = _versus(*on_fold["a"], *on_fold["b"])
     report["mean_versus"] = {name: _versus(*on_fold["mean"], *on_fold[name]) for name in ("a", "b")}
-    with_prior = cross_fitted_prior_of_fold(own_mean, fold_of, fold, kaggle_prior(prior_strength))
+    with_prior = cross_fitted_prior_of_fold(own_mean, fold_of, JUDGED, kaggle_prior(prior_strength))
     report["mean_with_prior"] = figures(with_prior)
     report["prior_versus"] = {name: paired(with_prior, on_fold[name][0]) for name in ("a", "b")}
     if len(others) >= 2:  # the strength's choice is itself cross-fitted over the other folds
-        nested, strength = nested_prior_of_fold(own_mean, fold_of, fold)
+        nested, strength = nested_prior_of_fold(own_mean, fold_of, JUDGED)
         report["mean_with_nested_prior"] = {**figures(nested), "strength": strength}
         report["nested_prior_versus"] = {name: paired(nested, on_fold[name][0]) for name in ("a", "b")}
     return report
@@ -282,8 +290,9 @@ def main() -> None:
     parser.add_argument("--prior-fit-exclude", action="append", default=[], metavar="FOLDER[=IDS]",
                         help="photos the prior written for export is not fitted on (a folder's, or only the ids "
                              "listed in IDS): those a shipped model is judged on; repeatable")
-    parser.add_argument("--judge-fold", type=int, default=None, metavar="K",
-                        help="also report the figures on fold K's photos alone, its prior fitted on the other folds")
+    parser.add_argument("--judge-fold", type=int, action="append", default=[], metavar="K",
+                        help="also report the figures on fold K's photos alone, its prior fitted on the other folds; "
+                             "repeatable (the folds are judged together)")
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args()
     if not 0.0 <= args.prior_strength <= 1.0:
@@ -342,7 +351,7 @@ def main() -> None:
 
 
 def _print_judged_fold(judged: dict) -> None:
-    print(f"on fold {judged['fold']} alone (its prior fitted on folds {judged['other_folds']}):")
+    print(f"on folds {judged['folds']} alone (their prior fitted on folds {judged['other_folds']}):")
     for name in ("a", "b", "mean", "mean_with_prior", "mean_with_nested_prior"):
         if name in judged:
             figures = judged[name]
