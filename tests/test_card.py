@@ -68,8 +68,6 @@ def test_a_paired_report_of_several_folds_names_every_run_of_each_arm() -> None:
     assert swept[4].startswith("| the ensemble, with the prior's strength chosen out of fold too (0.5, 0.75) |")
     assert swept[8].startswith("| the ensemble with the Kaggle prior to the power 0.5 − the first alone | 400 |")
     assert swept[11].startswith("| the ensemble with the nested prior − the second alone |") and swept[11].endswith("| — |")
-
-
     # A judged fold (training.paired --judge-fold): its rows name the fold and the folds its prior was fitted on.
     judged_figures = {**_figures(0.9), "flip_test": flips}
     judged = {"folds": [4], "other_folds": [0, 1, 2], "a": judged_figures, "b": judged_figures, "mean": judged_figures,

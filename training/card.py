@@ -144,7 +144,7 @@ def judged_fold_rows(judged: dict, prior_name: str) -> list[str]:
 def _ensemble_versus_rows(part: dict, prior_name: str, prefix: str = "") -> list[str]:
     """The ensemble against each of the first two members: as it is (`mean_versus`), then with each prior it has
     (`prior_versus`, `nested_prior_versus`) against each member alone; of a whole paired report, or of its judged
-    fold with `prefix` naming the fold."""
+    folds with `prefix` naming them."""
     arms = (("a", "the first"), ("b", "the second"))
     rows = [_difference_row(f"{prefix}the ensemble − {arm}", part["mean_versus"][name], "the ensemble", arm)
             for name, arm in arms]
