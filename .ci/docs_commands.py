@@ -67,6 +67,7 @@ RULES: tuple[Rule, ...] = (
     Rule(r"python -m training|^for K in|^COMMON=", skip="training: hours of CPU"),
     Rule(r"python -m export|^cp /tmp/|^mkdir -p runs/\S+ && cp runs/",
          skip="export: needs a training run folder (runs/) and minutes"),
+    Rule(r"\bcp training/experiments/", skip="copies an experiment's committed tables (the scratch copy holds none)"),
     Rule(r"--compare-keras runs/", skip="needs a training run's Keras checkpoint (runs/)"),
     Rule(r"--compare-keras seed-b3", skip="the Keras B3 reference: seconds per photo, needs tensorflow"),
     Rule(r"/tmp/round1-models", skip="round 1's files from git history (the scratch copy is no git clone)"),

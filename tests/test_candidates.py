@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cassava_edge_training.candidates import FLIP_LOOK, report_from_tables, speedup, table_path
+from cassava_edge_training.candidates import (FLIP_LOOK, candidate_name, report_from_tables, speedup,
+                                              split_candidate, table_path)
 from cassava_edge_training.card import candidate_rows, look_rows
 from cassava_edge_training.oof import Scored, write_scored
 
-REPORT = Path(__file__).resolve().parents[1] / "training" / "experiments" / "default-candidates" / "report.json"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "training" / "experiments"
+REPORTS = sorted(path for path in EXPERIMENTS.glob("*/report.json") if "candidates" in json.loads(path.read_text()))
 
 
 def _write(folder: Path, name: str, predicted: list[int], after: list[int], labels: list[int]) -> None:
@@ -58,12 +60,34 @@ def test_a_benchmark_without_the_reference_is_refused() -> None:
         speedup(benchmark)
 
 
+def test_a_candidate_may_name_a_tta_preset_and_is_timed_on_that_preset(tmp_path: Path) -> None:
+    assert split_candidate("cassava-lite2-v3") == ("cassava-lite2-v3", None)
+    assert split_candidate("models/x.onnx@flip") == ("models/x.onnx", "flip")
+    assert candidate_name("models/x.onnx@flip") == "x@flip" and candidate_name("models/x.onnx") == "x"
+    assert split_candidate("runs/a@b/x.onnx") == ("runs/a@b/x.onnx", None)  # an "@" in a folder's name
+    with pytest.raises(ValueError, match="unknown TTA preset 'flips'"):
+        split_candidate("x@flips")
+    benchmark = _benchmark(50.0, 40.0)
+    benchmark["configurations"] = [{**benchmark["configurations"][0], "tta": "none"},
+                                   {**benchmark["configurations"][0], "tta": "flip", "latency_s": {"mean": 0.1, "p50": 0.1},
+                                    "keras": {"status": "ok", "speedup_mean": 20.0, "speedup_p50": 19.0}}]
+    assert speedup(benchmark)["plan"] == "fp32 full x none"  # the model's own plan: the first configuration
+    assert speedup(benchmark, "flip")["speedup_mean"] == 20.0
+    with pytest.raises(ValueError, match="no configuration with tta seed"):
+        speedup(benchmark, "seed")
+    labels = [0, 1, 2, 3]
+    _write(tmp_path, "x", [0, 1, 2, 3], [0, 1, 2, 3], labels)
+    _write(tmp_path, "x@flip", [0, 1, 2, 2], [0, 1, 2, 2], labels)
+    report = report_from_tables(tmp_path, ["x", "x@flip"], {"x": benchmark, "x@flip": benchmark})
+    assert report["speed"]["x"]["speedup_mean"] == 40.0 and report["speed"]["x@flip"]["speedup_mean"] == 20.0
+    assert report["versus_first"]["x@flip"]["right"]["only_b"] == 1
 
-@pytest.mark.skipif(not REPORT.is_file(), reason="no committed candidates report")
-def test_the_committed_candidates_report_follows_from_its_tables() -> None:
+
+@pytest.mark.parametrize("report_path", REPORTS, ids=lambda p: p.parent.name)
+def test_a_committed_candidates_report_follows_from_its_tables(report_path: Path) -> None:
     """The card's candidate figures come from the committed per-photo probabilities (no model needed)."""
-    report = json.loads(REPORT.read_text())
-    again = report_from_tables(REPORT.parent, report["candidates"])
+    report = json.loads(report_path.read_text())
+    again = report_from_tables(report_path.parent, report["candidates"])
     for name in report["candidates"]:
         assert again["figures"][name]["top1"] == pytest.approx(report["figures"][name]["top1"])
         assert again["figures"][name]["macro_recall"] == pytest.approx(report["figures"][name]["macro_recall"])
@@ -82,8 +106,8 @@ def test_reuse_tables_scores_only_the_candidates_without_tables_for_these_photos
         (photos / "train_images" / name).write_bytes(b"")  # never decoded: scoring is replaced below
     scored_names: list[str] = []
 
-    def fake_score(model: str, chosen: list) -> dict:
-        scored_names.append(model)
+    def fake_score(model: str, chosen: list, tta: str | None = None) -> dict:
+        scored_names.append(model if tta is None else f"{model}@{tta}")
         keys = [(folder, image_id) for folder, image_id, _, _ in chosen]
         labels = np.asarray([label for _, _, label, _ in chosen])
         table = Scored(keys, labels, np.eye(5)[labels] * 0.9 + 0.02)
@@ -95,6 +119,9 @@ def test_reuse_tables_scores_only_the_candidates_without_tables_for_these_photos
     assert scored_names == ["old", "new"]
     candidates.run(["old", "new", "newer"], [str(photos)], {}, output, reuse_tables=True)
     assert scored_names[2:] == ["newer"]  # the others' tables cover exactly these photos
+    candidates.run(["old", "old@flip"], [str(photos)], {}, output, reuse_tables=True)
+    assert scored_names[3:] == ["old@flip"] and table_path(output, "old@flip").is_file()
+    del scored_names[3:]
     (photos / "train.csv").write_text("image_id,label\na.jpg,0\n")  # other photos: every table is stale
     report = candidates.run(["old", "new"], [str(photos)], {}, output, reuse_tables=True)
     assert scored_names[3:] == ["old", "new"]

@@ -12,6 +12,10 @@ the first (exact McNemar on the photos where they disagree), and, given the JSON
         --benchmark cassava-lite0=out/bench-lite0.json --benchmark cassava-lite0-512=out/bench-512.json \\
         --output training/experiments/default-candidates
 
+A candidate may name a TTA preset other than its model's default, ``MODEL@PRESET`` (``cassava-lite2-v3@flip``): the
+same file on another plan, scored, named and timed (the benchmark configuration of that preset) as a candidate of
+its own.
+
 The report is recomputed from the committed CSVs by ``tests/test_candidates.py``; ``python -m training.card`` prints
 its rows for the model card. Runs on the runtime only: no TensorFlow.
 """
@@ -25,6 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cassava_edge.errors import CassavaEdgeError
+from cassava_edge.tta import TTA_PRESETS
 
 from .oof import Scored, figures, flip_share, read_probabilities, write_scored
 from .paired import discordant, paired
@@ -54,13 +59,31 @@ def table_path(folder: Path, name: str, look: str | None = None) -> Path:
     return folder / (f"{name}.{look}.probabilities.csv" if look else f"{name}.probabilities.csv")
 
 
-def score_candidate(model: str, photos: list[tuple[str, str, int, Path]]) -> dict[str | None, Scored]:
-    """The model's probabilities on each photo with its default variant (CPU) and plan: as it is (key None) and
-    under each of `looks()`."""
+def split_candidate(candidate: str) -> tuple[str, str | None]:
+    """`MODEL` or `MODEL@PRESET` -> (MODEL, the TTA preset or None for the model's own)."""
+    model, sep, tta = candidate.rpartition("@")
+    if not sep or "/" in tta or "\\" in tta:  # an "@" inside a folder's name names no preset
+        return candidate, None
+    if tta not in TTA_PRESETS:
+        raise ValueError(f"candidate {candidate}: unknown TTA preset {tta!r} (presets: {', '.join(TTA_PRESETS)})")
+    return model, tta
+
+
+def candidate_name(candidate: str) -> str:
+    """The name a candidate's tables, benchmark and rows go by: the model's file name, and its preset if one is named."""
+    model, tta = split_candidate(candidate)
+    name = Path(model).name.removesuffix(".onnx")
+    return name if tta is None else f"{name}@{tta}"
+
+
+def score_candidate(model: str, photos: list[tuple[str, str, int, Path]], tta: str | None = None
+                    ) -> dict[str | None, Scored]:
+    """The model's probabilities on each photo with its default variant (CPU) and plan (or the TTA preset `tta`): as
+    it is (key None) and under each of `looks()`."""
     from cassava_edge import Classifier
     from cassava_edge.imaging import load_image
 
-    classifier = Classifier(model, provider="cpu")
+    classifier = Classifier(model, provider="cpu", tta=tta)
     variants = {None: lambda rgb: rgb, **looks()}
     rows: dict[str | None, list[list[float]]] = {look: [] for look in variants}
     for _, _, _, path in photos:
@@ -73,10 +96,13 @@ def score_candidate(model: str, photos: list[tuple[str, str, int, Path]]) -> dic
     return {look: Scored(keys, labels, np.asarray(probs)) for look, probs in rows.items()}
 
 
-def speedup(benchmark: dict) -> dict:
-    """The first configuration of a `cassava-edge benchmark --compare-keras` report: ms per photo, and how many
-    times faster than the reference pipeline measured in the same run."""
-    run = benchmark["configurations"][0]
+def speedup(benchmark: dict, tta: str | None = None) -> dict:
+    """The first configuration of a `cassava-edge benchmark --compare-keras` report (the first of TTA preset `tta`
+    when given): ms per photo, and how many times faster than the reference pipeline measured in the same run."""
+    runs = [run for run in benchmark["configurations"] if tta is None or run["tta"] == tta]
+    if not runs:
+        raise ValueError(f"the benchmark has no configuration with tta {tta}: run it with --tta {tta}")
+    run = runs[0]
     keras = run.get("keras") or {}
     if keras.get("status") != "ok":
         raise ValueError("the benchmark has no reference comparison: run it with --compare-keras seed-b3")
@@ -106,7 +132,7 @@ def report_from_tables(folder: Path, names: Sequence[str], benchmarks: dict[str,
                                                first_flipped)
             report["versus_first"][name] = difference
         if benchmarks and name in benchmarks:
-            report["speed"][name] = speedup(benchmarks[name])
+            report["speed"][name] = speedup(benchmarks[name], split_candidate(name)[1])
     return report
 
 
@@ -131,7 +157,7 @@ def run(candidates: Sequence[str], photo_specs: Sequence[str], benchmark_files: 
         photos += [(Path(folder).name, photo.path.name, photo.label, photo.path) for photo in chosen]
     benchmarks = {name: json.loads(Path(path).read_text()) for name, path in benchmark_files.items()}
     output.mkdir(parents=True, exist_ok=True)
-    names = [Path(candidate).name.removesuffix(".onnx") for candidate in candidates]
+    names = [candidate_name(candidate) for candidate in candidates]
     unknown = sorted(set(benchmarks) - set(names))
     if unknown:
         raise ValueError(f"--benchmark {unknown[0]}: no such candidate (candidates: {', '.join(names)})")
@@ -140,7 +166,8 @@ def run(candidates: Sequence[str], photo_specs: Sequence[str], benchmark_files: 
         if reuse_tables and has_tables(output, name, keys):
             print(f"{name}: tables kept", flush=True)
             continue
-        for look, scored in score_candidate(candidate, photos).items():
+        model, tta = split_candidate(candidate)
+        for look, scored in score_candidate(model, photos, tta).items():
             write_scored(table_path(output, name, look), scored)
         print(f"{name}: scored {len(photos)} photos", flush=True)
     report = report_from_tables(output, names, benchmarks)
@@ -164,7 +191,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="Default-model candidates on photos none of them trained on.")
     parser.add_argument("--candidate", action="append", required=True,
-                        help="model name, file or folder (repeatable; the first is the one the others are paired with)")
+                        help="model name, file or folder, or MODEL@PRESET for the model on another TTA preset (repeatable; "
+                        "the first is the one the others are paired with)")
     parser.add_argument("--photos", action="append", required=True,
                         help="Kaggle-layout folder of labelled originals, or FOLDER=IDS_FILE for only the ids listed "
                         "(repeatable)")
