@@ -68,9 +68,10 @@ def test_a_candidate_may_name_a_tta_preset_and_is_timed_on_that_preset(tmp_path:
     with pytest.raises(ValueError, match="unknown TTA preset 'flips'"):
         split_candidate("x@flips")
     benchmark = _benchmark(50.0, 40.0)
-    benchmark["configurations"] = [{**benchmark["configurations"][0], "tta": "none"},
-                                   {**benchmark["configurations"][0], "tta": "flip", "latency_s": {"mean": 0.1, "p50": 0.1},
-                                    "keras": {"status": "ok", "speedup_mean": 20.0, "speedup_p50": 19.0}}]
+    none = {**benchmark["configurations"][0], "tta": "none"}
+    flip = {**none, "tta": "flip", "latency_s": {"mean": 0.1, "p50": 0.1},
+            "keras": {"status": "ok", "speedup_mean": 20.0, "speedup_p50": 19.0}}
+    benchmark["configurations"] = [none, flip]
     assert speedup(benchmark)["plan"] == "fp32 full x none"  # the model's own plan: the first configuration
     assert speedup(benchmark, "flip")["speedup_mean"] == 20.0
     with pytest.raises(ValueError, match="no configuration with tta seed"):

@@ -70,7 +70,8 @@ def split_candidate(candidate: str) -> tuple[str, str | None]:
 
 
 def candidate_name(candidate: str) -> str:
-    """The name a candidate's tables, benchmark and rows go by: the model's file name, and its preset if one is named."""
+    """The name a candidate's tables, benchmark and rows go by: the model's file name, and its preset if one is
+    named."""
     model, tta = split_candidate(candidate)
     name = Path(model).name.removesuffix(".onnx")
     return name if tta is None else f"{name}@{tta}"
@@ -191,8 +192,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="Default-model candidates on photos none of them trained on.")
     parser.add_argument("--candidate", action="append", required=True,
-                        help="model name, file or folder, or MODEL@PRESET for the model on another TTA preset (repeatable; "
-                        "the first is the one the others are paired with)")
+                        help="model name, file or folder, or MODEL@PRESET for the model on another TTA preset "
+                        "(repeatable; the first is the one the others are paired with)")
     parser.add_argument("--photos", action="append", required=True,
                         help="Kaggle-layout folder of labelled originals, or FOLDER=IDS_FILE for only the ids listed "
                         "(repeatable)")
