@@ -88,6 +88,53 @@ def test_a_paired_report_of_several_folds_names_every_run_of_each_arm() -> None:
     assert report_part({"judged_fold": judged}, "judged_fold.a") == (judged_figures, flips)
 
 
+def test_a_rival_ensemble_gets_its_own_rows_pooled_and_on_the_judged_folds() -> None:
+    """training.paired --rival: the rival's figures under each treatment, then the ensemble minus the rival under
+    the same treatment, pooled and (prefixed) on the judged folds."""
+    flips = {"photos": 400, "flipped": 6, "share": 0.015}
+    arm = {"folds": [0, 1, 2], "excluded": [], "figures": _figures(0.8), "flip_test": flips}
+    discordant = {"only_a": 29, "only_b": 12, "both": 300, "mcnemar_p": 0.01}
+    difference = {"photos": 400, "top1_difference": 0.017, "top1_difference_ci95": [0.005, 0.03],
+                  "macro_recall_difference": 0.015, "macro_recall_difference_ci95": [-0.001, 0.031],
+                  "right": discordant, "same_answer": 0.95}
+    rival = {"mean_figures": _figures(0.78), "mean_flip_test": flips, "mean_versus": {**difference, "flipped": discordant},
+             "mean_with_prior": _figures(0.81), "prior_versus": difference,
+             "mean_with_nested_prior": {**_figures(0.822), "strengths": {"0": 0.25, "1": 0.5, "2": 0.25}},
+             "nested_prior_versus": difference}
+    report = {"a": ["r/x-fold0", "r/x-fold1", "r/x-fold2"], "b": ["r/y-fold0", "r/y-fold1", "r/y-fold2"],
+              "a_figures": arm, "b_figures": arm, "mean_figures": _figures(0.8), "mean_flip_test": flips,
+              "difference": {**difference, "flipped": discordant},
+              "mean_versus": {"a": {**difference, "flipped": discordant}, "b": {**difference, "flipped": discordant}},
+              "rival": [["r/x-fold0", "r/x-fold1", "r/x-fold2"], ["r/z-fold0", "r/z-fold1", "r/z-fold2"]],
+              "rival_ensemble": rival}
+    rival_rows = rows(report)[6:]
+    assert rival_rows[0].startswith("| the rival ensemble of (`x-fold0` + `x-fold1` + `x-fold2`) and (`z-fold0` + "
+                                    "`z-fold1` + `z-fold2`) (mean probabilities) | 200 | 78.0%")
+    assert rival_rows[0].endswith("| 6/400 (1.5%) |")
+    assert rival_rows[1].startswith("| the rival, with the Kaggle prior | 200 | 81.0%")
+    assert rival_rows[2].startswith("| the rival, with the prior's strength chosen out of fold (0.25, 0.5, 0.25) | 200 | 82.2%")
+    assert rival_rows[3].startswith("| the ensemble − the rival | 400 | +1.7 points [0.5, 3.0], right only in the "
+                                    "ensemble 29, only in the rival 12 (McNemar p 0.01) | +1.5 points [-0.1, 3.1] |")
+    assert rival_rows[3].endswith("flipped only in the ensemble 29, only in the rival 12 (p 0.01) |")
+    assert rival_rows[4].startswith("| the ensemble with the Kaggle prior − the rival with the Kaggle prior | 400 |")
+    assert rival_rows[5].startswith("| the ensemble with the nested prior − the rival with the nested prior | 400 |")
+    assert rival_rows[5].endswith("| — |") and len(rival_rows) == 6
+    judged_figures = {**_figures(0.9), "flip_test": flips}
+    versus = {"a": difference, "b": difference}
+    judged = {"folds": [2], "other_folds": [0, 1], "a": judged_figures, "b": judged_figures, "mean": judged_figures,
+              "difference": difference, "mean_versus": versus, "mean_with_prior": _figures(0.87),
+              "prior_versus": versus,
+              "rival": {"mean": {**_figures(0.84), "flip_test": flips}, "mean_versus": difference,
+                        "mean_with_prior": _figures(0.83), "prior_versus": difference}}
+    judged_rows = rows({**report, "judged_fold": judged})[12:]
+    assert judged_rows[-4].startswith("| on fold 2 alone: the rival ensemble of the same members (mean probabilities) "
+                                      "| 200 | 84.0%")
+    assert judged_rows[-3].startswith("| on fold 2 alone: the rival, with the Kaggle prior fitted on folds 0, 1 | 200 | 83.0%")
+    assert judged_rows[-2].startswith("| on fold 2 alone: the ensemble − the rival | 400 |")
+    assert judged_rows[-1].startswith("| on fold 2 alone: the ensemble with the Kaggle prior fitted on folds 0, 1 − the "
+                                      "rival with the Kaggle prior fitted on folds 0, 1 | 400 |")
+
+
 OVERVIEW = ROOT / "training" / "experiments" / "overview.json"
 
 

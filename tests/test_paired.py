@@ -9,7 +9,7 @@ import pytest
 
 from cassava_edge_training.oof import Scored, apply_prior, figures, fit_prior, kaggle_prior, nested_prior
 from cassava_edge_training.paired import (compare_runs, discordant, ensemble, judged_fold, mcnemar_p, paired,
-                                         parse_judged)
+                                         parse_judged, versus_rival)
 
 
 def _scored(labels: list[int], predicted: list[int], keys: list[str] | None = None) -> Scored:
@@ -200,6 +200,43 @@ def test_several_judged_folds_are_judged_together_with_one_prior_fitted_on_the_r
     assert judged["prior_versus"]["b"]["photos"] == len(keys)
 
 
+def test_an_ensemble_is_paired_against_a_rival_ensemble_given_the_same_prior() -> None:
+    """Three members against the rival pair of the first two, over three folds: the rival's figures are the pair's
+    own (as `ensemble` scores it), each treatment pairs like with like, a sure third member shows, and a rival of
+    the same members differs by nothing under any treatment; on a judged fold the rival is judged as the pair is."""
+    n = 600
+    a, b = _members_on_kaggles_mix(n, knowledge=1.0)
+    c = _members_on_kaggles_mix(n, knowledge=3.0)[1]  # a far surer member
+    fold_of = {key: i % 3 for i, key in enumerate(a.keys)}
+    three, pair = [(a, a), (b, b), (c, c)], [(a, a), (b, b)]
+    pair_alone, three_alone = ensemble(pair, fold_of, prior_sweep=True), ensemble(three, fold_of, prior_sweep=True)
+    result = versus_rival(three, pair, fold_of, nested=True)
+    assert result["mean_figures"] == pair_alone["mean_figures"]
+    assert result["mean_with_prior"] == pair_alone["mean_with_prior"]
+    assert result["mean_with_nested_prior"] == pair_alone["mean_with_nested_prior"]
+    assert result["mean_versus"]["top1_difference"] > 0.05
+    assert result["mean_versus"]["top1_difference"] == pytest.approx(
+        three_alone["mean_figures"]["top1"] - pair_alone["mean_figures"]["top1"])
+    assert result["prior_versus"]["top1_difference"] == pytest.approx(
+        three_alone["mean_with_prior"]["top1"] - pair_alone["mean_with_prior"]["top1"])
+    assert result["nested_prior_versus"]["top1_difference"] == pytest.approx(
+        three_alone["mean_with_nested_prior"]["top1"] - pair_alone["mean_with_nested_prior"]["top1"])
+    assert result["nested_prior_versus"]["right"]["only_a"] > result["nested_prior_versus"]["right"]["only_b"]
+    same = versus_rival(pair, pair, fold_of, nested=True)
+    for key in ("mean_versus", "prior_versus", "nested_prior_versus"):
+        assert same[key]["top1_difference"] == 0.0 and same[key]["same_answer"] == 1.0
+    assert "mean_with_nested_prior" not in versus_rival(three, pair, fold_of)  # the nested prior is asked for
+    judged = judged_fold(three, fold_of, [2], rival=pair)
+    pair_judged = judged_fold(pair, fold_of, [2])
+    assert judged["rival"]["mean"]["top1"] == pytest.approx(pair_judged["mean"]["top1"])
+    assert judged["rival"]["mean_with_prior"] == pair_judged["mean_with_prior"]
+    assert judged["rival"]["mean_with_nested_prior"] == pair_judged["mean_with_nested_prior"]
+    assert judged["rival"]["prior_versus"]["top1_difference"] == pytest.approx(
+        judged["mean_with_prior"]["top1"] - pair_judged["mean_with_prior"]["top1"])
+    assert judged["rival"]["prior_versus"]["photos"] == n // 3
+    assert "rival" not in pair_judged
+
+
 EXPERIMENT = Path(__file__).resolve().parents[1] / "training" / "experiments"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -242,6 +279,12 @@ def test_arms_of_several_folds_pool_their_photos(monkeypatch: pytest.MonkeyPatch
     three = compare_runs([fold0, fold4], [fold0, fold4], [[fold4, fold0]])
     assert three["mean_figures"] == pooled["a_figures"]["figures"]  # one model thrice is that model
     assert len(three["also_figures"]) == 1 and "also" not in pooled
+    with pytest.raises(ValueError, match="other photos"):
+        compare_runs([fold0], [fold0], rival=[[fold4]])  # a rival validated elsewhere
+    rivalled = compare_runs([fold0, fold4], [fold0, fold4], rival=[[fold4, fold0]])
+    assert rivalled["rival_ensemble"]["mean_figures"] == pooled["a_figures"]["figures"]
+    assert rivalled["rival_ensemble"]["prior_versus"]["top1_difference"] == 0.0
+    assert "rival_ensemble" not in pooled
 
 
 PAIRED_REPORTS = sorted(EXPERIMENT.glob("*/paired-*.json"))
@@ -257,9 +300,10 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
     report = json.loads(path.read_text())
     also = [[Path(run) for run in runs] for runs in report.get("also", [])]
     judge = report["judged_fold"]["folds"] if "judged_fold" in report else ()
+    rival = [[Path(run) for run in runs] for runs in report.get("rival", [])]
     again = compare_runs([Path(run) for run in report["a"]], [Path(run) for run in report["b"]], also,
                          report.get("prior_strength", 1.0), "prior_sweep" in report, report.get("prior_fit_exclude", ()),
-                         judge)
+                         judge, rival)
     for key in ("top1_difference", "macro_recall_difference", "same_answer"):
         assert again["difference"][key] == pytest.approx(report["difference"][key])
     assert again["difference"]["right"] == report["difference"]["right"]
@@ -284,3 +328,12 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
     for arm in ("a", "b"):
         assert again["mean_versus"][arm]["right"] == report["mean_versus"][arm]["right"]
         assert again["mean_versus"][arm]["flipped"] == report["mean_versus"][arm]["flipped"]
+    assert ("rival_ensemble" in again) == ("rival_ensemble" in report)
+    rivals = [(again["rival_ensemble"], report["rival_ensemble"])] if rival else []
+    if rival and judge:
+        rivals.append((again["judged_fold"]["rival"], report["judged_fold"]["rival"]))
+    for recomputed, committed in rivals:
+        for key in ("mean_versus", "prior_versus", "nested_prior_versus"):
+            if key in committed:
+                assert recomputed[key]["right"] == committed[key]["right"]
+                assert recomputed[key]["macro_recall_difference"] == pytest.approx(committed[key]["macro_recall_difference"])

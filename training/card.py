@@ -118,8 +118,33 @@ def paired_rows(report: dict) -> list[str]:
         rows.append(figures_row(f"the ensemble, with the prior's strength chosen out of fold too ({strengths})", nested))
     rows.append(_difference_row(f"{_arm_short(report['a'])} − {_arm_short(report['b'])}", report["difference"]))
     rows += _ensemble_versus_rows(report, _prior_name(report))
+    if "rival_ensemble" in report:
+        rival = report["rival_ensemble"]
+        rows += rival_rows({**rival, "mean": rival["mean_figures"], "mean_flip_test": rival["mean_flip_test"]},
+                           " and ".join(map(_arm_short, report["rival"])), _prior_name(report))
     if "judged_fold" in report:
         rows += judged_fold_rows(report["judged_fold"], _prior_name(report))
+    return rows
+
+
+def rival_rows(rival: dict, members: str, prior_name: str, prefix: str = "", chosen: str = "out of fold") -> list[str]:
+    """A rival ensemble (training.paired --rival) given the same treatment as the ensemble, and the ensemble minus
+    it under each treatment: does the extra member pay once both have the prior. `chosen` says where the prior's
+    strength was chosen."""
+    rows = [figures_row(f"{prefix}the rival ensemble of {members} (mean probabilities)", rival["mean"],
+                        rival["mean_flip_test"])]
+    if "mean_with_prior" in rival:
+        rows.append(figures_row(f"{prefix}the rival, {prior_name}", rival["mean_with_prior"]))
+    if "mean_with_nested_prior" in rival:
+        nested = rival["mean_with_nested_prior"]
+        strengths = nested["strengths"].values() if "strengths" in nested else [nested["strength"]]
+        rows.append(figures_row(f"{prefix}the rival, with the prior's strength chosen {chosen} "
+                                f"({', '.join(f'{strength:g}' for strength in strengths)})", nested))
+    rows.append(_difference_row(f"{prefix}the ensemble − the rival", rival["mean_versus"], "the ensemble", "the rival"))
+    for key, which in (("prior_versus", prior_name), ("nested_prior_versus", "with the nested prior")):
+        if key in rival:
+            rows.append(_difference_row(f"{prefix}the ensemble {which} − the rival {which}", rival[key],
+                                        "the ensemble", "the rival"))
     return rows
 
 
@@ -138,7 +163,12 @@ def judged_fold_rows(judged: dict, prior_name: str) -> list[str]:
         rows.append(figures_row(f"{on}: the ensemble, the prior's strength chosen on folds {others} "
                                 f"({nested['strength']:g})", nested))
     rows.append(_difference_row(f"{on}: the first − the second", judged["difference"]))
-    return rows + _ensemble_versus_rows(judged, prior_name, f"{on}: ")
+    rows += _ensemble_versus_rows(judged, prior_name, f"{on}: ")
+    if "rival" in judged:
+        rival = judged["rival"]
+        rows += rival_rows({**rival, "mean_flip_test": rival["mean"]["flip_test"]}, "the same members",
+                           f"{prior_name} fitted on folds {others}", f"{on}: ", f"on folds {others}")
+    return rows
 
 
 def _ensemble_versus_rows(part: dict, prior_name: str, prefix: str = "") -> list[str]:

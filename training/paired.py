@@ -15,6 +15,11 @@ Over several folds, each arm's runs (one per fold) are pooled, as out-of-fold fi
 
 A fold kept out of every decision judges the decisions made on the others (`--judge-fold K`, repeatable): the same
 figures on that fold's photos alone, its prior fitted (and its strength chosen) on the other folds only.
+
+Whether one more member pays is a question of two ensembles on the same photos, each given the same prior: the
+ensemble of a, b and `--also` is paired against a rival ensemble, one `--rival` per member::
+
+    python -m training.paired A0 A1 A2 --versus B0 B1 B2 --also C0 C1 C2 --rival A0 A1 A2 --rival C0 C1 C2
 """
 
 from __future__ import annotations
@@ -117,7 +122,7 @@ def _versus(own_a: Scored, look_a: Scored, own_b: Scored, look_b: Scored) -> dic
 
 def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[Sequence[Path]] = (),
                  prior_strength: float = 1.0, prior_sweep: bool = False, prior_fit_exclude: Sequence[str] = (),
-                 judge_folds: Sequence[int] = ()) -> dict:
+                 judge_folds: Sequence[int] = (), rival: Sequence[Sequence[Path]] = ()) -> dict:
     """Each arm's figures and flip test, pooled over its runs (one per fold, as out-of-fold figures are), and the
     paired differences over all their photos. Both arms must have been validated on the same photos.
 
@@ -126,7 +131,9 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[
     say whether the pair beats its members beyond chance. Each arm of `also` (validated on the same photos) joins
     that ensemble as one more member, to ask whether a third model adds to the pair. `prior_strength`,
     `prior_sweep` and `prior_fit_exclude` (FOLDER[=IDS] specs, recorded in the report) go to `ensemble_prior`;
-    `judge_folds` adds the same figures on those folds' photos alone (`judged_fold`)."""
+    `judge_folds` adds the same figures on those folds' photos alone (`judged_fold`). `rival` (each member's runs,
+    validated on the same photos) is a second ensemble the first is paired against (`versus_rival`), pooled and on
+    the judged folds."""
     report: dict = {"a": [str(run) for run in runs_a], "b": [str(run) for run in runs_b]}
     report["a_figures"], own_a, look_a = _arm(runs_a)
     report["b_figures"], own_b, look_b = _arm(runs_b)
@@ -136,16 +143,52 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[
     if also:
         report["also"], report["also_figures"] = [[str(run) for run in runs] for runs in also], []
         for runs in also:
-            summary, own, look = _arm(runs)
-            own = aligned(own_a, own, f"{', '.join(map(str, runs))} were validated on other photos than arm a's runs")
+            summary, own, look = _member(own_a, runs)
             report["also_figures"].append(summary)
-            members.append((own, look.subset(own_a.keys)))
+            members.append((own, look))
     if prior_fit_exclude:
         report["prior_fit_exclude"] = list(prior_fit_exclude)
     fold_of = folds_of_runs(list(runs_a))[1]
     report.update(ensemble(members, fold_of, prior_strength, prior_sweep, parse_judged(prior_fit_exclude)))
+    rival_members = [_member(own_a, runs)[1:] for runs in rival]
+    if rival:
+        report["rival"] = [[str(run) for run in runs] for runs in rival]
+        report["rival_ensemble"] = versus_rival(members, rival_members, fold_of, prior_strength, prior_sweep)
     if judge_folds:
-        report["judged_fold"] = judged_fold(members, fold_of, judge_folds, prior_strength)
+        report["judged_fold"] = judged_fold(members, fold_of, judge_folds, prior_strength, rival_members)
+    return report
+
+
+def _member(own_a: Scored, runs: Sequence[Path]) -> tuple[dict, Scored, Scored]:
+    """One more ensemble member (`--also`, `--rival`) as `_arm` reads it, its rows in arm a's order; refuses runs
+    validated on other photos."""
+    summary, own, look = _arm(runs)
+    own = aligned(own_a, own, f"{', '.join(map(str, runs))} were validated on other photos than arm a's runs")
+    return summary, own, look.subset(own_a.keys)
+
+
+def versus_rival(members: Sequence[tuple[Scored, Scored]], rival: Sequence[tuple[Scored, Scored]],
+                 fold_of: dict[tuple[str, str], int], prior_strength: float = 1.0, nested: bool = False) -> dict:
+    """The ensemble of `members` against a rival ensemble on the same photos, each treated alike: their mean
+    probabilities (with the flip test), each with the Kaggle prior at `prior_strength` cross-fitted per fold (two
+    folds or more), and with `nested` (three folds or more) each with the prior's strength chosen out of fold.
+    Pairing the ensemble against one member alone mixes the gain of the extra member with the prior's; against an
+    ensemble given the same prior, only the member is left to differ. The rival's figures, and each paired
+    difference as ours minus the rival's."""
+    ours, ours_look = member_means(members)
+    theirs, theirs_look = member_means(rival)
+    report = {"mean_figures": figures(theirs), "mean_flip_test": flip_share(theirs, theirs_look),
+              "mean_versus": _versus(ours, ours_look, theirs, theirs_look)}
+    folds = {fold_of[key] for key in ours.keys}
+    if len(folds) >= 2:
+        ours_prior, theirs_prior = (cross_fitted_prior(mean, fold_of, kaggle_prior(prior_strength))
+                                    for mean in (ours, theirs))
+        report["mean_with_prior"] = figures(theirs_prior)
+        report["prior_versus"] = paired(ours_prior, theirs_prior)
+    if nested and len(folds) >= 3:
+        (ours_nested, _), (theirs_nested, chosen) = nested_prior(ours, fold_of), nested_prior(theirs, fold_of)
+        report["mean_with_nested_prior"] = {**figures(theirs_nested), "strengths": chosen}
+        report["nested_prior_versus"] = paired(ours_nested, theirs_nested)
     return report
 
 
@@ -153,12 +196,14 @@ JUDGED = -1  # the pseudo-fold judged_fold gathers its judged folds into (real f
 
 
 def judged_fold(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, str], int],
-                folds: Sequence[int], prior_strength: float = 1.0) -> dict:
+                folds: Sequence[int], prior_strength: float = 1.0,
+                rival: Sequence[tuple[Scored, Scored]] = ()) -> dict:
     """Members a and b and their ensemble on the photos of the judged folds alone, with the ensemble's prior fitted
     on the other folds only (at `prior_strength`, and, with two other folds or more, at the strength chosen on them
     too), and each paired against a and b there. Out-of-fold figures pooled over folds can hide a choice made on
     those same folds (which recipe, which prior); folds that took no part in the choice say whether it holds.
-    Several judged folds are judged as one: the prior is fitted once, on the others."""
+    Several judged folds are judged as one: the prior is fitted once, on the others. A `rival` ensemble is judged
+    there the same way, and paired against this one (`rival`)."""
     (own_a, look_a), (own_b, look_b) = members[0], members[1]
     judged = sorted(set(folds))
     held = sorted({fold_of[key] for key in own_a.keys})
@@ -184,6 +229,19 @@ def judged_fold(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[st
         nested, strength = nested_prior_of_fold(own_mean, fold_of, JUDGED)
         report["mean_with_nested_prior"] = {**figures(nested), "strength": strength}
         report["nested_prior_versus"] = {name: paired(nested, on_fold[name][0]) for name in ("a", "b")}
+    if rival:
+        theirs, theirs_look = member_means(rival)
+        theirs_on_fold = theirs.subset(keys), theirs_look.subset(keys)
+        versus: dict = {"mean": {**figures(theirs_on_fold[0]), "flip_test": flip_share(*theirs_on_fold)},
+                        "mean_versus": _versus(*on_fold["mean"], *theirs_on_fold)}
+        theirs_prior = cross_fitted_prior_of_fold(theirs, fold_of, JUDGED, kaggle_prior(prior_strength))
+        versus["mean_with_prior"] = figures(theirs_prior)
+        versus["prior_versus"] = paired(with_prior, theirs_prior)
+        if len(others) >= 2:
+            theirs_nested, theirs_strength = nested_prior_of_fold(theirs, fold_of, JUDGED)
+            versus["mean_with_nested_prior"] = {**figures(theirs_nested), "strength": theirs_strength}
+            versus["nested_prior_versus"] = paired(nested, theirs_nested)
+        report["rival"] = versus
     return report
 
 
@@ -293,6 +351,9 @@ def main() -> None:
     parser.add_argument("--judge-fold", type=int, action="append", default=[], metavar="K",
                         help="also report the figures on fold K's photos alone, its prior fitted on the other folds; "
                              "repeatable (the folds are judged together)")
+    parser.add_argument("--rival", nargs="+", type=Path, action="append", default=[], metavar="RUN",
+                        help="one member of a rival ensemble (its runs, one per fold, validated on arm A's photos), "
+                             "paired against the ensemble of A, B and --also with the same prior; repeatable")
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args()
     if not 0.0 <= args.prior_strength <= 1.0:
@@ -302,7 +363,7 @@ def main() -> None:
     runs_a, runs_b = (args.runs, args.versus) if args.versus is not None else (args.runs[:1], args.runs[1:])
     try:
         report = compare_runs(runs_a, runs_b, args.also, args.prior_strength, args.prior_sweep,
-                              args.prior_fit_exclude, args.judge_fold)
+                              args.prior_fit_exclude, args.judge_fold, args.rival)
     except (OSError, ValueError, KeyError) as error:
         raise SystemExit(f"error: {error}") from None
     if args.output:
@@ -346,8 +407,23 @@ def main() -> None:
           f"[{d['macro_recall_difference_ci95'][0]:+.1%}, {d['macro_recall_difference_ci95'][1]:+.1%}]; "
           f"flipped only in a {d['flipped']['only_a']}, only in b {d['flipped']['only_b']} "
           f"(p {d['flipped']['mcnemar_p']:.3f})")
+    if "rival_ensemble" in report:
+        _print_rival(report["rival_ensemble"], f"the rival ({len(report['rival'])} members)")
     if "judged_fold" in report:
         _print_judged_fold(report["judged_fold"])
+
+
+def _print_rival(rival: dict, name: str) -> None:
+    """The rival ensemble's figures and the ensemble minus the rival, as is and with each prior."""
+    for part, versus, treatment in (("mean_figures", "mean_versus", "as is"),
+                                    ("mean_with_prior", "prior_versus", "with the prior"),
+                                    ("mean_with_nested_prior", "nested_prior_versus", "with the nested prior")):
+        if part in rival:
+            figures, d = rival[part], rival[versus]
+            print(f"{name} {treatment}: top-1 {figures['top1']:.1%}, macro recall {figures['macro_recall']:.1%}; "
+                  f"the ensemble - the rival: top-1 {d['top1_difference']:+.1%} (right only in the ensemble "
+                  f"{d['right']['only_a']}, only in the rival {d['right']['only_b']}, McNemar p "
+                  f"{d['right']['mcnemar_p']:.3f}), macro recall {d['macro_recall_difference']:+.1%}")
 
 
 def _print_judged_fold(judged: dict) -> None:
@@ -360,6 +436,9 @@ def _print_judged_fold(judged: dict) -> None:
         if key in judged:
             print(f"  {key}:")
             _print_versus_members(judged[key])
+    if "rival" in judged:
+        rival = judged["rival"]
+        _print_rival({**rival, "mean_figures": rival["mean"]}, "  the rival")
 
 
 if __name__ == "__main__":
