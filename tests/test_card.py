@@ -97,7 +97,7 @@ def test_a_rival_ensemble_gets_its_own_rows_pooled_and_on_the_judged_folds() -> 
     difference = {"photos": 400, "top1_difference": 0.017, "top1_difference_ci95": [0.005, 0.03],
                   "macro_recall_difference": 0.015, "macro_recall_difference_ci95": [-0.001, 0.031],
                   "right": discordant, "same_answer": 0.95}
-    rival = {"mean_figures": _figures(0.78), "mean_flip_test": flips, "mean_versus": {**difference, "flipped": discordant},
+    rival = {"mean": {**_figures(0.78), "flip_test": flips}, "mean_versus": {**difference, "flipped": discordant},
              "mean_with_prior": _figures(0.81), "prior_versus": difference,
              "mean_with_nested_prior": {**_figures(0.822), "strengths": {"0": 0.25, "1": 0.5, "2": 0.25}},
              "nested_prior_versus": difference}

@@ -211,7 +211,7 @@ def test_an_ensemble_is_paired_against_a_rival_ensemble_given_the_same_prior() -
     three, pair = [(a, a), (b, b), (c, c)], [(a, a), (b, b)]
     pair_alone, three_alone = ensemble(pair, fold_of, prior_sweep=True), ensemble(three, fold_of, prior_sweep=True)
     result = versus_rival(three, pair, fold_of, nested=True)
-    assert result["mean_figures"] == pair_alone["mean_figures"]
+    assert result["mean"] == {**pair_alone["mean_figures"], "flip_test": pair_alone["mean_flip_test"]}
     assert result["mean_with_prior"] == pair_alone["mean_with_prior"]
     assert result["mean_with_nested_prior"] == pair_alone["mean_with_nested_prior"]
     assert result["mean_versus"]["top1_difference"] > 0.05
@@ -282,7 +282,8 @@ def test_arms_of_several_folds_pool_their_photos(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValueError, match="other photos"):
         compare_runs([fold0], [fold0], rival=[[fold4]])  # a rival validated elsewhere
     rivalled = compare_runs([fold0, fold4], [fold0, fold4], rival=[[fold4, fold0]])
-    assert rivalled["rival_ensemble"]["mean_figures"] == pooled["a_figures"]["figures"]
+    assert rivalled["rival_ensemble"]["mean"] == {**pooled["a_figures"]["figures"],
+                                                  "flip_test": pooled["a_figures"]["flip_test"]}
     assert rivalled["rival_ensemble"]["prior_versus"]["top1_difference"] == 0.0
     assert "rival_ensemble" not in pooled
 
@@ -333,6 +334,8 @@ def test_a_committed_paired_report_follows_from_its_probabilities(path: Path, mo
     if rival and judge:
         rivals.append((again["judged_fold"]["rival"], report["judged_fold"]["rival"]))
     for recomputed, committed in rivals:
+        assert recomputed["mean"]["top1"] == pytest.approx(committed["mean"]["top1"])
+        assert recomputed["mean"]["flip_test"]["flipped"] == committed["mean"]["flip_test"]["flipped"]
         for key in ("mean_versus", "prior_versus", "nested_prior_versus"):
             if key in committed:
                 assert recomputed[key]["right"] == committed[key]["right"]

@@ -119,9 +119,8 @@ def paired_rows(report: dict) -> list[str]:
     rows.append(_difference_row(f"{_arm_short(report['a'])} − {_arm_short(report['b'])}", report["difference"]))
     rows += _ensemble_versus_rows(report, _prior_name(report))
     if "rival_ensemble" in report:
-        rival = report["rival_ensemble"]
-        rows += rival_rows({**rival, "mean": rival["mean_figures"], "mean_flip_test": rival["mean_flip_test"]},
-                           " and ".join(map(_arm_short, report["rival"])), _prior_name(report))
+        rows += rival_rows(report["rival_ensemble"], " and ".join(map(_arm_short, report["rival"])),
+                           _prior_name(report))
     if "judged_fold" in report:
         rows += judged_fold_rows(report["judged_fold"], _prior_name(report))
     return rows
@@ -132,7 +131,7 @@ def rival_rows(rival: dict, members: str, prior_name: str, prefix: str = "", cho
     it under each treatment: does the extra member pay once both have the prior. `chosen` says where the prior's
     strength was chosen."""
     rows = [figures_row(f"{prefix}the rival ensemble of {members} (mean probabilities)", rival["mean"],
-                        rival["mean_flip_test"])]
+                        rival["mean"]["flip_test"])]
     if "mean_with_prior" in rival:
         rows.append(figures_row(f"{prefix}the rival, {prior_name}", rival["mean_with_prior"]))
     if "mean_with_nested_prior" in rival:
@@ -165,9 +164,8 @@ def judged_fold_rows(judged: dict, prior_name: str) -> list[str]:
     rows.append(_difference_row(f"{on}: the first − the second", judged["difference"]))
     rows += _ensemble_versus_rows(judged, prior_name, f"{on}: ")
     if "rival" in judged:
-        rival = judged["rival"]
-        rows += rival_rows({**rival, "mean_flip_test": rival["mean"]["flip_test"]}, "the same members",
-                           f"{prior_name} fitted on folds {others}", f"{on}: ", f"on folds {others}")
+        rows += rival_rows(judged["rival"], "the same members", f"{prior_name} fitted on folds {others}", f"{on}: ",
+                           f"on folds {others}")
     return rows
 
 

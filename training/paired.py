@@ -28,6 +28,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -149,11 +150,14 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[
     if prior_fit_exclude:
         report["prior_fit_exclude"] = list(prior_fit_exclude)
     fold_of = folds_of_runs(list(runs_a))[1]
-    report.update(ensemble(members, fold_of, prior_strength, prior_sweep, parse_judged(prior_fit_exclude)))
+    # Corrected once here, as both the ensemble's own figures and its pairing against a rival need them.
+    corrected = prior_corrected(member_means(members)[0], fold_of, prior_strength, prior_sweep)
+    report.update(ensemble(members, fold_of, prior_strength, prior_sweep, parse_judged(prior_fit_exclude), corrected))
     rival_members = [_member(own_a, runs)[1:] for runs in rival]
     if rival:
         report["rival"] = [[str(run) for run in runs] for runs in rival]
-        report["rival_ensemble"] = versus_rival(members, rival_members, fold_of, prior_strength, prior_sweep)
+        report["rival_ensemble"] = versus_rival(members, rival_members, fold_of, prior_strength, prior_sweep,
+                                                corrected)
     if judge_folds:
         report["judged_fold"] = judged_fold(members, fold_of, judge_folds, prior_strength, rival_members)
     return report
@@ -168,27 +172,28 @@ def _member(own_a: Scored, runs: Sequence[Path]) -> tuple[dict, Scored, Scored]:
 
 
 def versus_rival(members: Sequence[tuple[Scored, Scored]], rival: Sequence[tuple[Scored, Scored]],
-                 fold_of: dict[tuple[str, str], int], prior_strength: float = 1.0, nested: bool = False) -> dict:
+                 fold_of: dict[tuple[str, str], int], prior_strength: float = 1.0, nested: bool = False,
+                 corrected: PriorCorrected | None = None) -> dict:
     """The ensemble of `members` against a rival ensemble on the same photos, each treated alike: their mean
     probabilities (with the flip test), each with the Kaggle prior at `prior_strength` cross-fitted per fold (two
     folds or more), and with `nested` (three folds or more) each with the prior's strength chosen out of fold.
     Pairing the ensemble against one member alone mixes the gain of the extra member with the prior's; against an
-    ensemble given the same prior, only the member is left to differ. The rival's figures, and each paired
-    difference as ours minus the rival's."""
+    ensemble given the same prior, only the member is left to differ. The rival's figures, in `judged_fold`'s
+    shape, and each paired difference as ours minus the rival's. `corrected` is the ensemble's own
+    `prior_corrected`, when the caller has it already."""
     ours, ours_look = member_means(members)
     theirs, theirs_look = member_means(rival)
-    report = {"mean_figures": figures(theirs), "mean_flip_test": flip_share(theirs, theirs_look),
-              "mean_versus": _versus(ours, ours_look, theirs, theirs_look)}
-    folds = {fold_of[key] for key in ours.keys}
-    if len(folds) >= 2:
-        ours_prior, theirs_prior = (cross_fitted_prior(mean, fold_of, kaggle_prior(prior_strength))
-                                    for mean in (ours, theirs))
-        report["mean_with_prior"] = figures(theirs_prior)
-        report["prior_versus"] = paired(ours_prior, theirs_prior)
-    if nested and len(folds) >= 3:
-        (ours_nested, _), (theirs_nested, chosen) = nested_prior(ours, fold_of), nested_prior(theirs, fold_of)
-        report["mean_with_nested_prior"] = {**figures(theirs_nested), "strengths": chosen}
-        report["nested_prior_versus"] = paired(ours_nested, theirs_nested)
+    report: dict = {"mean": {**figures(theirs), "flip_test": flip_share(theirs, theirs_look)},
+                    "mean_versus": _versus(ours, ours_look, theirs, theirs_look)}
+    ours_corrected = corrected or prior_corrected(ours, fold_of, prior_strength, nested)
+    theirs_corrected = prior_corrected(theirs, fold_of, prior_strength, nested)
+    if ours_corrected is None or theirs_corrected is None:
+        return report
+    report["mean_with_prior"] = figures(theirs_corrected.with_prior)
+    report["prior_versus"] = paired(ours_corrected.with_prior, theirs_corrected.with_prior)
+    if ours_corrected.nested is not None and theirs_corrected.nested is not None:
+        report["mean_with_nested_prior"] = {**figures(theirs_corrected.nested), "strengths": theirs_corrected.strengths}
+        report["nested_prior_versus"] = paired(ours_corrected.nested, theirs_corrected.nested)
     return report
 
 
@@ -264,22 +269,45 @@ def is_judged(key: tuple[str, str], judged: Judged) -> bool:
     return any(key[0] == folder and (ids is None or key[1] in ids) for folder, ids in judged)
 
 
+class PriorCorrected(NamedTuple):
+    """An ensemble's mean probabilities with the Kaggle prior: at one strength, cross-fitted per fold, and (when
+    asked for, from three folds on) with the strength chosen out of fold, and each fold's chosen strength."""
+    with_prior: Scored
+    nested: Scored | None = None
+    strengths: dict[int, float] | None = None
+
+
+def prior_corrected(mean: Scored, fold_of: dict[tuple[str, str], int], strength: float = 1.0,
+                    nested: bool = False) -> PriorCorrected | None:
+    """`mean` with the prior at `strength` cross-fitted per fold and, with `nested`, `oof.nested_prior`'s
+    correction. None for photos of one fold, where there is nothing to fit the prior on but the photos scored."""
+    folds = {fold_of[key] for key in mean.keys}
+    if len(folds) < 2:
+        return None
+    with_prior = cross_fitted_prior(mean, fold_of, kaggle_prior(strength))
+    if nested and len(folds) >= 3:
+        return PriorCorrected(with_prior, *nested_prior(mean, fold_of))
+    return PriorCorrected(with_prior)
+
+
 def ensemble_prior(mean: Scored, fold_of: dict[tuple[str, str], int], members: dict[str, Scored],
-                   strength: float = 1.0, sweep: bool = False, fit_exclude: Judged = ()) -> dict:
+                   strength: float = 1.0, sweep: bool = False, fit_exclude: Judged = (),
+                   corrected: PriorCorrected | None = None) -> dict:
     """The deployment prior (issue 17, item 6) for the ensemble: its figures with the Kaggle prior at `strength`
     (`oof.kaggle_prior`), each fold's photos corrected by a prior fitted on the other folds' photos (so never on
     the photos scored), paired against each of `members` (name -> its own probabilities, rows as `mean`'s) as it
     answers alone; and the fit on all its photos but those of `fit_exclude` (the photos a shipped model is judged
     on), for `python -m export.prior` to write into a joined model that none of these photos trained. With
     `sweep`, the figures at every strength too (the trade of top-1 for macro recall) and, from three folds on, with
-    the strength chosen out of fold as well (`oof.nested_prior`). Empty for photos of one fold, where there is
-    nothing to fit the prior on but the photos scored."""
-    folds = {fold_of[key] for key in mean.keys}
-    if len(folds) < 2:
+    the strength chosen out of fold as well (`oof.nested_prior`). `corrected` is `prior_corrected(mean, fold_of,
+    strength, sweep)` when the caller has it already. Empty for photos of one fold, where there is nothing to fit
+    the prior on but the photos scored."""
+    corrected = corrected or prior_corrected(mean, fold_of, strength, sweep)
+    if corrected is None:
         return {}
     fit_on = mean.subset([key for key in mean.keys if not is_judged(key, fit_exclude)])
     temperature, bias = fit_prior(fit_on, kaggle_prior(strength))
-    with_prior = cross_fitted_prior(mean, fold_of, kaggle_prior(strength))
+    with_prior = corrected.with_prior
     report = {"kaggle_prior": KAGGLE_COUNTS, "prior_strength": strength, "mean_with_prior": figures(with_prior),
               "prior_versus": {name: paired(with_prior, own) for name, own in members.items()},
               "prior_fit": {"photos": len(fit_on.keys), "excluded_photos": len(mean.keys) - len(fit_on.keys),
@@ -288,14 +316,13 @@ def ensemble_prior(mean: Scored, fold_of: dict[tuple[str, str], int], members: d
     if sweep:
         report["prior_sweep"] = []
         for each in PRIOR_STRENGTHS:
-            corrected = with_prior if each == strength else cross_fitted_prior(mean, fold_of, kaggle_prior(each))
-            predicted = corrected.probs.argmax(1)
+            corrected_at = with_prior if each == strength else cross_fitted_prior(mean, fold_of, kaggle_prior(each))
+            predicted = corrected_at.probs.argmax(1)
             report["prior_sweep"].append({"strength": each, "top1": float(np.mean(predicted == mean.labels)),
                                           "macro_recall": macro_recall(mean.labels, predicted)})
-        if len(folds) >= 3:
-            nested, chosen = nested_prior(mean, fold_of)
-            report["mean_with_nested_prior"] = {**figures(nested), "strengths": chosen}
-            report["nested_prior_versus"] = {name: paired(nested, own) for name, own in members.items()}
+        if corrected.nested is not None:
+            report["mean_with_nested_prior"] = {**figures(corrected.nested), "strengths": corrected.strengths}
+            report["nested_prior_versus"] = {name: paired(corrected.nested, own) for name, own in members.items()}
     return report
 
 
@@ -308,18 +335,19 @@ def member_means(members: Sequence[tuple[Scored, Scored]]) -> tuple[Scored, Scor
 
 
 def ensemble(members: Sequence[tuple[Scored, Scored]], fold_of: dict[tuple[str, str], int] | None = None,
-             prior_strength: float = 1.0, prior_sweep: bool = False, prior_fit_exclude: Judged = ()) -> dict:
+             prior_strength: float = 1.0, prior_sweep: bool = False, prior_fit_exclude: Judged = (),
+             corrected: PriorCorrected | None = None) -> dict:
     """Models' mean probabilities (under each look) scored as one model: its figures, its flip test, its paired
     tests against the first two members (a and b) and, given each photo's fold, its deployment prior
     (`ensemble_prior`). Each member is (its own probabilities, its Roboflow-look ones); all hold the same photos
-    in the same order."""
+    in the same order. `corrected` goes to `ensemble_prior`."""
     (own_a, look_a), (own_b, look_b) = members[0], members[1]
     own_mean, look_mean = member_means(members)
     return {"mean_figures": figures(own_mean), "mean_flip_test": flip_share(own_mean, look_mean),
             "mean_versus": {"a": _versus(own_mean, look_mean, own_a, look_a),
                             "b": _versus(own_mean, look_mean, own_b, look_b)},
             **(ensemble_prior(own_mean, fold_of, {"a": own_a, "b": own_b}, prior_strength, prior_sweep,
-                              prior_fit_exclude) if fold_of is not None else {})}
+                              prior_fit_exclude, corrected) if fold_of is not None else {})}
 
 
 def _print_versus_members(versus_by_member: dict[str, dict]) -> None:
@@ -415,7 +443,7 @@ def main() -> None:
 
 def _print_rival(rival: dict, name: str) -> None:
     """The rival ensemble's figures and the ensemble minus the rival, as is and with each prior."""
-    for part, versus, treatment in (("mean_figures", "mean_versus", "as is"),
+    for part, versus, treatment in (("mean", "mean_versus", "as is"),
                                     ("mean_with_prior", "prior_versus", "with the prior"),
                                     ("mean_with_nested_prior", "nested_prior_versus", "with the nested prior")):
         if part in rival:
@@ -437,8 +465,7 @@ def _print_judged_fold(judged: dict) -> None:
             print(f"  {key}:")
             _print_versus_members(judged[key])
     if "rival" in judged:
-        rival = judged["rival"]
-        _print_rival({**rival, "mean_figures": rival["mean"]}, "  the rival")
+        _print_rival(judged["rival"], "  the rival")
 
 
 if __name__ == "__main__":
