@@ -147,13 +147,15 @@ def compare_runs(runs_a: Sequence[Path], runs_b: Sequence[Path], also: Sequence[
             summary, own, look = _member(own_a, runs)
             report["also_figures"].append(summary)
             members.append((own, look))
+    # A rival's member is usually one of the ensemble's own (the pair an extra member is judged against): reuse it.
+    read = {frozenset(map(Path, runs)): member for runs, member in zip([runs_a, runs_b, *also], members)}
     if prior_fit_exclude:
         report["prior_fit_exclude"] = list(prior_fit_exclude)
     fold_of = folds_of_runs(list(runs_a))[1]
     # Corrected once here, as both the ensemble's own figures and its pairing against a rival need them.
     corrected = prior_corrected(member_means(members)[0], fold_of, prior_strength, prior_sweep)
     report.update(ensemble(members, fold_of, prior_strength, prior_sweep, parse_judged(prior_fit_exclude), corrected))
-    rival_members = [_member(own_a, runs)[1:] for runs in rival]
+    rival_members = [read.get(frozenset(map(Path, runs))) or _member(own_a, runs)[1:] for runs in rival]
     if rival:
         report["rival"] = [[str(run) for run in runs] for runs in rival]
         report["rival_ensemble"] = versus_rival(members, rival_members, fold_of, prior_strength, prior_sweep,
