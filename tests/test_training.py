@@ -279,6 +279,57 @@ def test_the_canonical_look_comes_last_for_every_photo() -> None:
     assert sorted(int(image[0, 0, 0]) for image in images.numpy()) == [2, 3, 4, 5]  # no draws outside training
 
 
+def _column_ramp(height: int = 60, width: int = 80) -> np.ndarray:
+    """A photo whose first channel is 3 x its column and second 4 x its row, so a crop tells what it covers."""
+    photo = np.zeros((height, width, 3), np.uint8)
+    photo[..., 0] = np.arange(width)[None, :] * 3
+    photo[..., 1] = np.arange(height)[:, None] * 4
+    return photo
+
+
+def test_a_resized_part_is_most_of_the_photo_squeezed_into_the_crop() -> None:
+    """--train-crop resized: the crop covers 40-100% of the photo, about its aspect, squeezed as `full` does."""
+    from cassava_edge_training.data import resized_part
+
+    photo, rng = _column_ramp(), np.random.default_rng(0)
+    columns, rows = [], []
+    for _ in range(300):
+        part = resized_part(photo, 48, rng)
+        assert part.shape == (48, 48, 3)
+        columns.append((int(part[..., 0].max()) - int(part[..., 0].min())) / 3 + 1)
+        rows.append((int(part[..., 1].max()) - int(part[..., 1].min())) / 4 + 1)
+    areas = np.array(columns) * np.array(rows) / (60 * 80)
+    assert areas.min() >= 0.35 and areas.max() > 0.9  # the interpolation blurs a part's edge by a pixel or so
+    # A crop at training scale covers 48 of the 80 columns; the resized parts cover more on average, the whole
+    # width at times, and keep about the photo's 4:3 (never taller than wide).
+    assert np.mean(columns) > 52 and max(columns) > 78
+    assert min(c / r for c, r in zip(columns, rows)) > 0.9
+
+
+def test_the_resized_train_crop_applies_to_training_only() -> None:
+    pytest.importorskip("tensorflow")
+    from cassava_edge_training.data import make_dataset
+
+    photos = [_column_ramp() for _ in range(4)]
+    resized = make_dataset(photos, [0, 1, 0, 1], crop_size=48, batch_size=4, training=True, seed=1,
+                           train_crop="resized")
+    plain = make_dataset(photos, [0, 1, 0, 1], crop_size=48, batch_size=4, training=True, seed=1)
+    spans = [[(image[..., 0].max() - image[..., 0].min()) / 3 + 1 for image in next(iter(ds))[0].numpy()]
+             for ds in (resized, plain)]
+    assert all(span == 48 for span in spans[1])  # a crop at training scale: exactly 48 columns
+    assert max(spans[0]) > 48  # parts of more than the crop's width, squeezed in
+    held_out = make_dataset(photos, [0, 1, 0, 1], crop_size=48, batch_size=4, training=False, seed=1,
+                            train_crop="resized")
+    images, _ = next(iter(held_out))
+    assert all((image[..., 0].max() - image[..., 0].min()) / 3 + 1 == 48 for image in images.numpy())
+
+
+def test_train_crop_must_be_known() -> None:
+    with pytest.raises(ValueError, match="--train-crop must be one of random, resized"):
+        TrainConfig(data=["d"], train_crop="squeeze")
+    assert TrainConfig(data=["d"], train_crop="resized").train_crop == "resized"
+
+
 def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

@@ -51,6 +51,9 @@ TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
 @click.option("--canonical-look/--no-canonical-look", default=None,
               help="Put every photo, training and validation, through the Roboflow chain last, as the runtime does "
                    "for a model exported with --look roboflow [default: off].")
+@click.option("--train-crop", type=click.Choice(["random", "resized"]),
+              help="random: a crop at training scale; resized: a random part of the whole photo squeezed into the "
+                   "crop, as the default full plan squeezes the whole photo [default: random].")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Distil from this checkpoint, or a CSV of recorded probabilities (python -m training.distill); "
                    "repeatable: the teachers' mean [default: none].")

@@ -13,6 +13,7 @@ from cassava_edge.contract import DEFAULT_SCAN
 # The Roboflow copies are 800x600 originals squeezed to 640x640 (../shared/data/README.md): a fact of that data
 # folder, so the recipe restores it whenever a folder of that name is trained on.
 RECIPE_RESTORE_ASPECT = {"cassava-roboflow": "4:3"}
+TRAIN_CROPS = ("random", "resized")
 
 
 @dataclass
@@ -89,6 +90,11 @@ class TrainConfig:
     # The canonical look (cassava_edge.looks): every photo, training and validation, through the Roboflow chain last,
     # as a runtime model exported with `--look roboflow` sees it; the one-look draws, if any, come before it.
     canonical_look: bool = False
+    # How a training photo becomes the crop: "random" cuts a crop at training scale; "resized" takes a random part
+    # of the whole photo (data.RESIZED_PART_AREA of it, about its aspect) and squeezes it into the crop, as the
+    # default `full` plan squeezes the whole photo at inference, so that training sees leaves at the scale and
+    # squeeze they are classified at.
+    train_crop: str = "random"
     skip_bad: bool = False
     max_images: int | None = None  # per folder, for smoke tests
     resume: str | None = None  # a checkpoint (.keras) to continue from
@@ -113,6 +119,8 @@ class TrainConfig:
             raise ValueError(f"--one-look-share must be in (0, 1], not {self.one_look_share}")
         if self.one_look_share < 1.0 and not self.one_look:
             raise ValueError("--one-look-share needs --one-look")
+        if self.train_crop not in TRAIN_CROPS:
+            raise ValueError(f"--train-crop must be one of {', '.join(TRAIN_CROPS)}, not {self.train_crop!r}")
         if self.checkpoint_plan not in SCAN_PLANS:
             raise ValueError(f"checkpoint_plan must be one of {', '.join(SCAN_PLANS)}, not {self.checkpoint_plan!r}")
 

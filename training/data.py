@@ -215,10 +215,32 @@ def load_photos(samples: list[Sample], short_side: int, crop_size: int, workers:
         return list(pool.map(load, samples))
 
 
+# The share of the photo a "resized" training crop covers, and how far its aspect may stray from the photo's own
+# (both drawn log-uniformly for the aspect, uniformly for the area): the whole photo, as the `full` plan sees it, is
+# the largest draw, and the smallest still holds most of the leaf.
+RESIZED_PART_AREA = (0.4, 1.0)
+RESIZED_PART_ASPECT = (3 / 4, 4 / 3)
+
+
+def resized_part(photo: np.ndarray, crop_size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random part of `photo` squeezed into a crop_size square, as the runtime's `full` plan squeezes the whole
+    photo: RESIZED_PART_AREA of its area, its aspect within RESIZED_PART_ASPECT of the photo's."""
+    height, width = photo.shape[:2]
+    area = rng.uniform(*RESIZED_PART_AREA) * height * width
+    aspect = (width / height) * float(np.exp(rng.uniform(*np.log(RESIZED_PART_ASPECT))))
+    part_w = min(width, max(1, round(float(np.sqrt(area * aspect)))))
+    part_h = min(height, max(1, round(float(np.sqrt(area / aspect)))))
+    top = int(rng.integers(0, height - part_h + 1))
+    left = int(rng.integers(0, width - part_w + 1))
+    part = photo[top : top + part_h, left : left + part_w]
+    shrinking = part_h * part_w > crop_size * crop_size
+    return cv2.resize(part, (crop_size, crop_size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
 def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int, batch_size: int, training: bool,
                  seed: int, augment=None, weights: dict[int, float] | None = None, sampling: str = "uniform",
                  targets: np.ndarray | None = None, looks=None, corner_odds: np.ndarray | None = None,
-                 canonical: Callable[[np.ndarray], np.ndarray] | None = None):
+                 canonical: Callable[[np.ndarray], np.ndarray] | None = None, train_crop: str = "random"):
     """tf.data over decoded photos: (random) crop, batch, augment, prefetch.
 
     Training takes a random crop of each photo; otherwise the centre crop. Batches are (images, labels) or, with
@@ -237,7 +259,11 @@ def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int,
             photo = photos[index]
             if training and looks is not None:
                 photo = looks.apply(photo, rng, 0.0 if corner_odds is None else float(corner_odds[index]))
-            yield (photo if canonical is None else canonical(photo)), index
+            if canonical is not None:
+                photo = canonical(photo)
+            if training and train_crop == "resized":
+                photo = resized_part(photo, crop_size, rng)  # then the random crop below takes all of it
+            yield photo, index
 
     ds = tf.data.Dataset.from_generator(generate, output_signature=(
         tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int32)))

@@ -182,7 +182,7 @@ def train(config: TrainConfig) -> Path:
     train_ds = make_dataset(photos, labels, crop_size=config.crop_size,
                             batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights,
                             sampling=config.sampling, targets=targets, looks=looks, corner_odds=corner_odds,
-                            canonical=canonical)
+                            canonical=canonical, train_crop=config.train_crop)
     steps = math.ceil(len(train_samples) / config.batch_size)
     validation = make_callback(val_samples, config.photo_short_side, config.crop_size, plans, look=canonical)
 
