@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .config import TrainConfig
+from .config import TRAIN_CROPS, TrainConfig
 
 TRAIN_HINT = 'pip install "cassava-edge[train]"'
 # The packages of the [train] extra that training imports: a runtime-only install lacks them.
@@ -51,7 +51,7 @@ TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
 @click.option("--canonical-look/--no-canonical-look", default=None,
               help="Put every photo, training and validation, through the Roboflow chain last, as the runtime does "
                    "for a model exported with --look roboflow [default: off].")
-@click.option("--train-crop", type=click.Choice(["random", "resized"]),
+@click.option("--train-crop", type=click.Choice(TRAIN_CROPS),
               help="random: a crop at training scale; resized: a random part of the whole photo squeezed into the "
                    "crop, as the default full plan squeezes the whole photo [default: random].")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, dir_okay=False),

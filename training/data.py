@@ -215,9 +215,9 @@ def load_photos(samples: list[Sample], short_side: int, crop_size: int, workers:
         return list(pool.map(load, samples))
 
 
-# The share of the photo a "resized" training crop covers, and how far its aspect may stray from the photo's own
-# (both drawn log-uniformly for the aspect, uniformly for the area): the whole photo, as the `full` plan sees it, is
-# the largest draw, and the smallest still holds most of the leaf.
+# The share of the photo's area a "resized" training crop covers (drawn uniformly) and the factor its aspect may
+# differ from the photo's by (drawn log-uniformly): the whole photo, as the `full` plan sees it, is the largest
+# draw, and the smallest still holds most of the leaf.
 RESIZED_PART_AREA = (0.4, 1.0)
 RESIZED_PART_ASPECT = (3 / 4, 4 / 3)
 
