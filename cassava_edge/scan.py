@@ -54,15 +54,18 @@ def scaled_size(photo_hw: tuple[int, int], short_side: int, crop_hw: tuple[int, 
     return max(round(height * factor), crop_h), max(round(width * factor), crop_w)
 
 
+def resize(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Resize `rgb` to `size_hw`: INTER_AREA to shrink, INTER_LINEAR to enlarge (training shares it, so its
+    squeezed crops are made exactly as the runtime's)."""
+    height, width = size_hw
+    shrinking = height * width < rgb.shape[0] * rgb.shape[1]
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
 def scale_photo(rgb: np.ndarray, short_side: int, crop_hw: tuple[int, int]) -> np.ndarray:
-    """Resize `rgb` to training scale (see `scaled_size`): INTER_AREA to shrink, INTER_LINEAR to enlarge."""
-    height, width = rgb.shape[:2]
-    new_h, new_w = scaled_size((height, width), short_side, crop_hw)
-    if (new_h, new_w) == (height, width):
-        return rgb
-    shrinking = new_h * new_w < height * width
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    """Resize `rgb` to training scale (see `scaled_size`)."""
+    new_hw = scaled_size(rgb.shape[:2], short_side, crop_hw)
+    return rgb if new_hw == rgb.shape[:2] else resize(rgb, new_hw)
 
 
 def grid_positions(length: int, crop: int) -> list[int]:
@@ -104,9 +107,7 @@ def make_crops(rgb: np.ndarray, plan: str, short_side: int, crop_hw: tuple[int, 
     for index, (x, y, w, h) in enumerate(boxes):
         region = photo[y : y + h, x : x + w]
         if (h, w) != (crop_h, crop_w):  # only `full`: the whole photo squeezed into one crop
-            shrinking = h * w > crop_h * crop_w
-            interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-            region = cv2.resize(region, (crop_w, crop_h), interpolation=interpolation)
+            region = resize(region, crop_hw)
         images[index] = region
     scale = photo.shape[0] / rgb.shape[0]
     return Crops(images, tuple(boxes), (photo.shape[1], photo.shape[0]), scale)

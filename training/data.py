@@ -19,7 +19,7 @@ import numpy as np
 from cassava_edge.errors import CassavaEdgeError, ImageError
 from cassava_edge.imaging import load_image, read_header
 from cassava_edge.metadata import CASSAVA_LABELS
-from cassava_edge.scan import scale_photo
+from cassava_edge.scan import resize, scale_photo
 
 NUM_CLASSES = len(CASSAVA_LABELS)
 
@@ -232,9 +232,7 @@ def resized_part(photo: np.ndarray, crop_size: int, rng: np.random.Generator) ->
     part_h = min(height, max(1, round(float(np.sqrt(area / aspect)))))
     top = int(rng.integers(0, height - part_h + 1))
     left = int(rng.integers(0, width - part_w + 1))
-    part = photo[top : top + part_h, left : left + part_w]
-    shrinking = part_h * part_w > crop_size * crop_size
-    return cv2.resize(part, (crop_size, crop_size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return resize(photo[top : top + part_h, left : left + part_w], (crop_size, crop_size))
 
 
 def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int, batch_size: int, training: bool,
