@@ -202,11 +202,14 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     student = TrainConfig(**{**config.__dict__, "output": str(tmp_path / "student"), "epochs": 1,
                              "teachers": [str(run / "best.keras")], "distill_weight": 0.5, "one_look": True,
                              "class_weights": "sqrt", "class_weight_folder": "cassava", "canonical_look": True,
-                             "freeze_batchnorm": True})
+                             "freeze_batchnorm": True, "look_consistency": 12.0})
     taught = train(student)
     assert json.loads((taught / "config.json").read_text())["teachers"] == [str(run / "best.keras")]
     # --freeze-batchnorm is kept in the checkpoint, so a --resume goes on with the same frozen layers.
     reloaded = keras.saving.load_model(taught / "last.keras")
+    from cassava_edge_training.consistency import LookConsistencyLoss
+
+    assert isinstance(reloaded.loss, LookConsistencyLoss)  # --look-consistency trained it, and a --resume goes on so
     assert all(not layer.trainable for layer in reloaded.layers if isinstance(layer, keras.layers.BatchNormalization))
     assert len(list(csv.DictReader((taught / "history.csv").open()))) == 1
     # --canonical-look validates on chained photos: its figures are the checkpoint's on chain(photo).
@@ -322,6 +325,72 @@ def test_the_resized_train_crop_applies_to_training_only() -> None:
                             train_crop="resized")
     images, _ = next(iter(held_out))
     assert all((image[..., 0].max() - image[..., 0].min()) / 3 + 1 == 48 for image in images.numpy())
+
+
+def test_each_photo_and_its_twin_are_cut_and_augmented_alike() -> None:
+    """--look-consistency: a batch of n photos is 2n images, the photos then their twins, every random draw after
+    the twin's look (part, crop, flips) shared, targets and weights repeated; held-out photos are not paired."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from cassava_edge_training.data import make_dataset
+
+    photos = [_column_ramp() for _ in range(6)]
+    labels = [0, 1, 2, 3, 4, 1]
+    weights = {0: 1.0, 1: 3.0, 2: 1.0, 3: 1.0, 4: 2.0}
+    flips = keras.Sequential([keras.layers.RandomFlip("horizontal_and_vertical", seed=3)])
+    for train_crop in ("random", "resized"):
+        ds = make_dataset(photos, labels, crop_size=48, batch_size=4, training=True, seed=1, augment=flips,
+                          weights=weights, train_crop=train_crop, twin_look=lambda rgb, rng: 255 - rgb)
+        batches = list(ds)
+        assert [len(images) for images, _, _ in batches] == [8, 4]
+        for images, rows, sample_weights in batches:
+            n = len(images) // 2
+            photo_half, twin_half = images.numpy()[:n], images.numpy()[n:]
+            # The twin is the inverted photo: the same part, crop and flips, to a pixel of rounding in a squeeze.
+            np.testing.assert_allclose(twin_half, 255 - photo_half, atol=0 if train_crop == "random" else 1)
+            assert rows.numpy()[:n].tolist() == rows.numpy()[n:].tolist()
+            assert sample_weights.numpy()[:n].tolist() == sample_weights.numpy()[n:].tolist()
+            assert sample_weights.numpy().tolist() == [weights[int(label)] for label in rows.numpy()]
+    held_out = make_dataset(photos, labels, crop_size=48, batch_size=6, training=False, seed=1,
+                            twin_look=lambda rgb, rng: 255 - rgb)
+    images, rows = next(iter(held_out))
+    assert images.shape == (6, 48, 48, 3) and rows.numpy().tolist() == labels
+
+
+def test_look_consistency_loss_is_cross_entropy_plus_the_pairs_divergence() -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from cassava_edge_training.consistency import LookConsistencyLoss, jensen_shannon
+
+    targets = np.eye(5, dtype=np.float32)[[0, 3, 0, 3]]
+    same = np.array([[0.7, 0.1, 0.1, 0.05, 0.05], [0.1, 0.1, 0.1, 0.6, 0.1]] * 2, np.float32)
+    loss = LookConsistencyLoss(12.0, label_smoothing=0.1)
+    cross_entropy = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
+    # Twins answered alike: nothing beyond the cross-entropy.
+    assert float(loss(targets, same)) == pytest.approx(float(cross_entropy(targets, same)), rel=1e-5)
+    # Twins answered differently: the mean of the four images' cross-entropy and 12 x each pair's divergence.
+    moved = same.copy()
+    moved[2] = [0.2, 0.1, 0.6, 0.05, 0.05]
+    p, q = moved[0], moved[2]
+    m = (p + q) / 2
+    divergence = 0.5 * (np.sum(p * np.log(p / m)) + np.sum(q * np.log(q / m)))
+    assert float(jensen_shannon(p[None], q[None])[0]) == pytest.approx(divergence, rel=1e-5)
+    expected = float(cross_entropy(targets, moved)) + 12.0 * 2 * divergence / 4
+    assert float(loss(targets, moved)) == pytest.approx(expected, rel=1e-5)
+    # Checkpoints are compiled with it: it must come back from its config.
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(restored, LookConsistencyLoss) and restored.consistency_weight == 12.0
+    assert float(restored(targets, moved)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_look_consistency_is_a_weight_and_pairs_no_mixed_batches() -> None:
+    with pytest.raises(ValueError, match="--look-consistency is a weight"):
+        TrainConfig(data=["d"], look_consistency=-1.0)
+    with pytest.raises(ValueError, match="--mix would mix them"):
+        TrainConfig(data=["d"], look_consistency=12.0, mix="cutmix")
+    assert TrainConfig(data=["d"], look_consistency=12.0).look_consistency == 12.0
 
 
 def test_train_crop_must_be_known() -> None:

@@ -54,6 +54,9 @@ TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
 @click.option("--train-crop", type=click.Choice(TRAIN_CROPS),
               help="random: a crop at training scale; resized: a random part of the whole photo squeezed into the "
                    "crop, as the default full plan squeezes the whole photo [default: random].")
+@click.option("--look-consistency", type=float, metavar="WEIGHT",
+              help="Pair each training photo with its Roboflow-chained twin and add WEIGHT x the Jensen-Shannon "
+                   "divergence of their answers to the loss (AugMix uses 12); epochs cost twice [default: 0, off].")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Distil from this checkpoint, or a CSV of recorded probabilities (python -m training.distill); "
                    "repeatable: the teachers' mean [default: none].")

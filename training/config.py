@@ -95,6 +95,10 @@ class TrainConfig:
     # default `full` plan squeezes the whole photo at inference, so that training sees leaves at the scale and
     # squeeze they are classified at.
     train_crop: str = "random"
+    # > 0: pair every training photo with its Roboflow-chained twin and add this weight times the Jensen-Shannon
+    # divergence of their answers to the loss (consistency.py), so that the look cannot move the answer while the
+    # photo keeps its detail. Each epoch then costs about twice as much.
+    look_consistency: float = 0.0
     skip_bad: bool = False
     max_images: int | None = None  # per folder, for smoke tests
     resume: str | None = None  # a checkpoint (.keras) to continue from
@@ -121,6 +125,10 @@ class TrainConfig:
             raise ValueError("--one-look-share needs --one-look")
         if self.train_crop not in TRAIN_CROPS:
             raise ValueError(f"--train-crop must be one of {', '.join(TRAIN_CROPS)}, not {self.train_crop!r}")
+        if self.look_consistency < 0:
+            raise ValueError(f"--look-consistency is a weight, 0 or more, not {self.look_consistency}")
+        if self.look_consistency > 0 and self.mix != "none":
+            raise ValueError("--look-consistency pairs each photo with its twin in the batch; --mix would mix them")
         if self.checkpoint_plan not in SCAN_PLANS:
             raise ValueError(f"checkpoint_plan must be one of {', '.join(SCAN_PLANS)}, not {self.checkpoint_plan!r}")
 

@@ -222,34 +222,54 @@ RESIZED_PART_AREA = (0.4, 1.0)
 RESIZED_PART_ASPECT = (3 / 4, 4 / 3)
 
 
-def resized_part(photo: np.ndarray, crop_size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random part of `photo` squeezed into a crop_size square, as the runtime's `full` plan squeezes the whole
-    photo: RESIZED_PART_AREA of its area, its aspect within RESIZED_PART_ASPECT of the photo's."""
-    height, width = photo.shape[:2]
+def part_box(height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """(top, left, part height, part width) of a random part of a height x width photo: RESIZED_PART_AREA of its
+    area, its aspect within RESIZED_PART_ASPECT of the photo's."""
     area = rng.uniform(*RESIZED_PART_AREA) * height * width
     aspect = (width / height) * float(np.exp(rng.uniform(*np.log(RESIZED_PART_ASPECT))))
     part_w = min(width, max(1, round(float(np.sqrt(area * aspect)))))
     part_h = min(height, max(1, round(float(np.sqrt(area / aspect)))))
     top = int(rng.integers(0, height - part_h + 1))
     left = int(rng.integers(0, width - part_w + 1))
+    return top, left, part_h, part_w
+
+
+def squeeze_part(photo: np.ndarray, box: tuple[int, int, int, int], crop_size: int) -> np.ndarray:
+    """The part `box` of `photo` squeezed into a crop_size square, as the runtime's `full` plan squeezes the whole
+    photo."""
+    top, left, part_h, part_w = box
     return resize(photo[top : top + part_h, left : left + part_w], (crop_size, crop_size))
+
+
+def resized_part(photo: np.ndarray, crop_size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random part of `photo` (`part_box`) squeezed into a crop_size square."""
+    return squeeze_part(photo, part_box(*photo.shape[:2], rng), crop_size)
 
 
 def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int, batch_size: int, training: bool,
                  seed: int, augment=None, weights: dict[int, float] | None = None, sampling: str = "uniform",
                  targets: np.ndarray | None = None, looks=None, corner_odds: np.ndarray | None = None,
-                 canonical: Callable[[np.ndarray], np.ndarray] | None = None, train_crop: str = "random"):
+                 canonical: Callable[[np.ndarray], np.ndarray] | None = None, train_crop: str = "random",
+                 twin_look: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None):
     """tf.data over decoded photos: (random) crop, batch, augment, prefetch.
 
     Training takes a random crop of each photo; otherwise the centre crop. Batches are (images, labels) or, with
     `targets` (photos, classes) such as distillation's soft targets, (images, target rows); class weights, when
     given, are looked up by each photo's label either way. With `looks` (a `looks.LookJitter`), every training
     photo is given a look drawn afresh each epoch, black corners with its `corner_odds`. With `canonical` (rgb ->
-    rgb, the runtime's canonical look), every photo goes through it last."""
+    rgb, the runtime's canonical look), every photo goes through it last.
+
+    With `twin_look` (rgb, rng -> rgb), each training photo comes with a twin: the same photo given that look
+    after its own, then cut, squeezed and augmented exactly as the photo is. A batch of n photos is then 2n images,
+    the n photos first and their n twins after them in the same order (`consistency.LookConsistencyLoss` compares
+    the two halves), with the targets and weights repeated."""
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
     label_array = np.asarray(labels, np.int32)
+
+    paired = training and twin_look is not None
+    channels = 6 if paired else 3  # a photo and its twin travel stacked, so every random draw after is shared
 
     def generate():
         order = epoch_order(labels, sampling, rng) if training else range(len(photos))
@@ -259,16 +279,19 @@ def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int,
                 photo = looks.apply(photo, rng, 0.0 if corner_odds is None else float(corner_odds[index]))
             if canonical is not None:
                 photo = canonical(photo)
+            views = [photo, twin_look(photo, rng)] if paired else [photo]
             if training and train_crop == "resized":
-                photo = resized_part(photo, crop_size, rng)  # then the random crop below takes all of it
-            yield photo, index
+                box = part_box(*photo.shape[:2], rng)  # then the random crop below takes all of it
+                views = [squeeze_part(view, box, crop_size) for view in views]
+            # OpenCV resizes at most 4 channels, so the twin is stacked only after the last resize.
+            yield (np.concatenate(views, axis=2) if paired else views[0]), index
 
     ds = tf.data.Dataset.from_generator(generate, output_signature=(
-        tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int32)))
+        tf.TensorSpec((None, None, channels), tf.uint8), tf.TensorSpec((), tf.int32)))
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(photos)))  # so Keras knows the epoch's length
     def crop(image, index):
         if training:
-            image = tf.image.random_crop(image, (crop_size, crop_size, 3))
+            image = tf.image.random_crop(image, (crop_size, crop_size, channels))
         else:
             image = tf.image.resize_with_crop_or_pad(image, crop_size, crop_size)
         return tf.cast(image, tf.float32), index
@@ -277,6 +300,8 @@ def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int,
     ds = ds.batch(batch_size)
     if augment is not None:
         ds = ds.map(lambda x, i: (augment(x, training=True), i), num_parallel_calls=tf.data.AUTOTUNE)
+    if paired:  # photos first, their twins after them
+        ds = ds.map(lambda x, i: (tf.concat([x[..., :3], x[..., 3:]], 0), tf.concat([i, i], 0)))
     label_table = tf.constant(label_array)
     target_table = label_table if targets is None else tf.constant(np.asarray(targets, np.float32))
     if weights is None:

@@ -27,12 +27,17 @@ _CORNER_PATCH = 8
 _CORNER_DARK = 12  # mean 0..255 under which a corner patch counts as black fill
 
 __all__ = ["ROBOFLOW_QUALITY", "ROBOFLOW_SIDE", "jpeg", "roboflow_chain", "QUALITY_RANGE", "BLACK_CORNER_SHARE",
-           "chained_twice", "rotate_with_black_corners", "has_black_corners", "black_corner_odds", "LookJitter"]
+           "chained_twice", "random_chain", "rotate_with_black_corners", "has_black_corners", "black_corner_odds", "LookJitter"]
 
 
 def chained_twice(rgb: np.ndarray) -> np.ndarray:
     """The flip test's look as a canonical-look model sees it: the Roboflow chain, then the runtime's own chain."""
     return roboflow_chain(roboflow_chain(rgb))
+
+
+def random_chain(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The Roboflow chain at a quality drawn from QUALITY_RANGE: the look-consistency twin of a training photo."""
+    return roboflow_chain(rgb, int(rng.integers(QUALITY_RANGE[0], QUALITY_RANGE[1] + 1)))
 
 
 def rotate_with_black_corners(rgb: np.ndarray, degrees: float) -> np.ndarray:

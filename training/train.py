@@ -138,6 +138,7 @@ def train(config: TrainConfig) -> Path:
 
     import keras
 
+    from . import consistency  # registers LookConsistencyLoss, which checkpoints of such runs are compiled with
     from .model import augmentation, build_model, freeze_batchnorm, freeze_early_blocks
 
     out.mkdir(parents=True, exist_ok=True)
@@ -179,10 +180,16 @@ def train(config: TrainConfig) -> Path:
         from .looks import roboflow_chain as canonical
 
         print("canonical look: every training and validation photo through the Roboflow chain last")
+    twin_look = None
+    if config.look_consistency > 0:
+        from .looks import random_chain as twin_look
+
+        print(f"look consistency: each photo paired with its Roboflow-chained twin, Jensen-Shannon weight "
+              f"{config.look_consistency:g}")
     train_ds = make_dataset(photos, labels, crop_size=config.crop_size,
                             batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights,
                             sampling=config.sampling, targets=targets, looks=looks, corner_odds=corner_odds,
-                            canonical=canonical, train_crop=config.train_crop)
+                            canonical=canonical, train_crop=config.train_crop, twin_look=twin_look)
     steps = math.ceil(len(train_samples) / config.batch_size)
     validation = make_callback(val_samples, config.photo_short_side, config.crop_size, plans, look=canonical)
 
@@ -207,7 +214,9 @@ def train(config: TrainConfig) -> Path:
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(1, config.epochs * steps), alpha=config.cosine_alpha)
         ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum > 0 else {}
-        if config.label_smoothing > 0 or config.mix != "none" or targets is not None:  # targets are not one class
+        if config.look_consistency > 0:  # one-hot targets, as below
+            loss = consistency.LookConsistencyLoss(config.look_consistency, label_smoothing=config.label_smoothing)
+        elif config.label_smoothing > 0 or config.mix != "none" or targets is not None:  # targets are not one class
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         else:
             loss = keras.losses.SparseCategoricalCrossentropy()
