@@ -3,10 +3,11 @@
 The one-look draws (`looks.LookJitter`) give every folder the same odds of each look, yet the model still reads the
 look as a cue (the flip test, `training.cue`): the Roboflow copies are always re-encoded, the originals only at
 random. Squeezing every photo through the chain at inference (the canonical look) removes the cue but also the
-detail it lives in. Here the cue is made useless in training instead: each photo is paired with its chained twin
+detail it lives in. This tries to make the cue useless in training instead: each photo is paired with its chained twin
 (`data.make_dataset(twin_look=...)`, cut and augmented identically) and the loss adds the Jensen-Shannon
-divergence between the two answers, as AugMix (Hendrycks et al., 2020) does for its augmented views. The flip
-test measures exactly this divergence on held-out photos, and the photo itself keeps all its detail.
+divergence between the two answers, as AugMix (Hendrycks et al., 2020) does for its augmented views, while the
+photo itself keeps all its detail. The flip test counts, on held-out photos, the answers this term is meant to
+hold still; Experiment 18 of models/README.md measures how far one paired epoch gets.
 """
 
 from __future__ import annotations
