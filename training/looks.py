@@ -27,7 +27,8 @@ _CORNER_PATCH = 8
 _CORNER_DARK = 12  # mean 0..255 under which a corner patch counts as black fill
 
 __all__ = ["ROBOFLOW_QUALITY", "ROBOFLOW_SIDE", "jpeg", "roboflow_chain", "QUALITY_RANGE", "BLACK_CORNER_SHARE",
-           "chained_twice", "random_chain", "rotate_with_black_corners", "has_black_corners", "black_corner_odds", "LookJitter"]
+           "chained_twice", "random_quality", "random_chain", "rotate_with_black_corners", "has_black_corners",
+           "black_corner_odds", "LookJitter"]
 
 
 def chained_twice(rgb: np.ndarray) -> np.ndarray:
@@ -35,9 +36,14 @@ def chained_twice(rgb: np.ndarray) -> np.ndarray:
     return roboflow_chain(roboflow_chain(rgb))
 
 
+def random_quality(rng: np.random.Generator) -> int:
+    """A JPEG quality drawn uniformly from QUALITY_RANGE, both ends included."""
+    return int(rng.integers(QUALITY_RANGE[0], QUALITY_RANGE[1] + 1))
+
+
 def random_chain(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The Roboflow chain at a quality drawn from QUALITY_RANGE: the look-consistency twin of a training photo."""
-    return roboflow_chain(rgb, int(rng.integers(QUALITY_RANGE[0], QUALITY_RANGE[1] + 1)))
+    return roboflow_chain(rgb, random_quality(rng))
 
 
 def rotate_with_black_corners(rgb: np.ndarray, degrees: float) -> np.ndarray:
@@ -84,16 +90,13 @@ class LookJitter:
     share: float = 1.0
 
     def apply(self, rgb: np.ndarray, rng: np.random.Generator, black_corner_odds: float = 0.0) -> np.ndarray:
-        def quality() -> int:
-            return int(rng.integers(QUALITY_RANGE[0], QUALITY_RANGE[1] + 1))
-
         # Drawn only below 1, so that runs with every photo given a look keep their random stream.
         if self.share < 1.0 and rng.random() >= self.share:
             return rgb
         if rng.random() < black_corner_odds:
             rgb = rotate_with_black_corners(rgb, rng.uniform(-self.rotation_degrees, self.rotation_degrees))
         if rng.random() < self.chain:
-            rgb = roboflow_chain(rgb, quality())
+            rgb = roboflow_chain(rgb, random_quality(rng))
         if rng.random() < self.downscale:
             height, width = rgb.shape[:2]
             scale = rng.uniform(0.5, 0.9)
@@ -103,5 +106,5 @@ class LookJitter:
         if rng.random() < self.blur:
             rgb = cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.5, 1.2))
         if rng.random() < self.recompress:
-            rgb = jpeg(rgb, quality())
+            rgb = jpeg(rgb, random_quality(rng))
         return rgb
