@@ -12,7 +12,8 @@ import pytest
 from tests.datapaths import DATA_DIR, needs_data
 from cassava_edge_training.config import TrainConfig
 from cassava_edge_training.data import (
-    DataError, Sample, class_weights, load_training_photo, parse_aspect, read_kaggle_folder, stratified_split,
+    DataError, Sample, class_weights, load_training_photo, parse_aspect, read_kaggle_folder, source_balance_weights,
+    stratified_split,
 )
 
 
@@ -135,6 +136,34 @@ def test_keras_applications_imagenet_without_file_says_how(tmp_path: Path) -> No
 
 
 @needs_data
+def test_source_balance_makes_the_class_say_nothing_about_the_folder() -> None:
+    def samples(folder: str, counts: list[int]) -> list[Sample]:
+        return [Sample("p", label, "i", folder) for label, n in enumerate(counts) for _ in range(n)]
+
+    # The training data's mix: the Roboflow copies have no CBB and most of the CGM and Healthy photos.
+    mixed = (samples("cassava", [40, 115, 117, 573, 118]) + samples("cassava-more", [10, 9, 5, 10, 8])
+             + samples("cassava-roboflow", [0, 68, 414, 200, 397]))
+    weights = source_balance_weights(mixed, "cassava-roboflow")
+    labels = np.array([s.label for s in mixed])
+    roboflow = np.array([s.folder == "cassava-roboflow" for s in mixed])
+
+    def weighted_counts(group: np.ndarray) -> np.ndarray:
+        return np.bincount(labels[group], weights[group], minlength=5)
+
+    # For every class both groups hold, the copies' weighted count over the others' is their photo-count ratio:
+    # knowing the folder tells nothing about the class.
+    np.testing.assert_allclose(weighted_counts(roboflow)[1:] / weighted_counts(~roboflow)[1:],
+                               roboflow.sum() / (~roboflow).sum(), rtol=1e-9)
+    # Every class keeps its total weight: the prior the model learns is unchanged.
+    np.testing.assert_allclose(np.bincount(labels, weights, minlength=5), np.bincount(labels, minlength=5), rtol=1e-9)
+    # CBB, which only the originals hold, keeps weight 1; the originals' CGM weighs about twice, the copies' 2/3.
+    assert np.all(weights[labels == 0] == 1.0)
+    assert weights[~roboflow & (labels == 2)][0] == pytest.approx((536 / 2084) / (122 / 1005))
+    assert weights[roboflow & (labels == 2)][0] == pytest.approx((536 / 2084) / (414 / 1079))
+    with pytest.raises(DataError, match="source_balance folder nowhere must hold some of the training photos"):
+        source_balance_weights(mixed, "nowhere")
+
+
 def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
     import keras
@@ -202,9 +231,12 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
     student = TrainConfig(**{**config.__dict__, "output": str(tmp_path / "student"), "epochs": 1,
                              "teachers": [str(run / "best.keras")], "distill_weight": 0.5, "one_look": True,
                              "class_weights": "sqrt", "class_weight_folder": "cassava", "canonical_look": True,
-                             "freeze_batchnorm": True, "look_consistency": 12.0})
+                             "freeze_batchnorm": True, "look_consistency": 12.0,
+                             "source_balance": "cassava-roboflow"})
     taught = train(student)
-    assert json.loads((taught / "config.json").read_text())["teachers"] == [str(run / "best.keras")]
+    taught_config = json.loads((taught / "config.json").read_text())
+    assert taught_config["teachers"] == [str(run / "best.keras")]
+    assert taught_config["source_balance"] == "cassava-roboflow"
     # --freeze-batchnorm is kept in the checkpoint, so a --resume goes on with the same frozen layers.
     reloaded = keras.saving.load_model(taught / "last.keras")
     from cassava_edge_training.consistency import LookConsistencyLoss
@@ -256,6 +288,17 @@ def test_dataset_pairs_each_photo_with_its_own_target_row_and_label_weight() -> 
             assert weight == weights[labels[index]]
             seen.append(index)
     assert sorted(seen) == list(range(6))
+    # Per-photo weights multiply the class weight of each photo's label.
+    photo_weights = np.arange(1, 7, dtype=float) / 2
+    weighted = make_dataset(photos, labels, crop_size=8, batch_size=4, training=True, seed=1, weights=weights,
+                            photo_weights=photo_weights)
+    for images, _, sample_weights in weighted:
+        for image, weight in zip(images.numpy(), sample_weights.numpy()):
+            index = int(image[0, 0, 0])
+            assert weight == pytest.approx(weights[labels[index]] * photo_weights[index])
+    alone = make_dataset(photos, labels, crop_size=8, batch_size=6, training=True, seed=1, photo_weights=photo_weights)
+    images, _, sample_weights = next(iter(alone))
+    np.testing.assert_allclose(sample_weights.numpy(), photo_weights[images.numpy()[:, 0, 0, 0].astype(int)])
     plain = make_dataset(photos, labels, crop_size=8, batch_size=6, training=False, seed=1)
     images, got_labels = next(iter(plain))
     assert got_labels.numpy().tolist() == [int(image[0, 0, 0]) % 2 for image in images.numpy()]
@@ -411,6 +454,23 @@ def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # stopped before anything was written or TensorFlow loaded
+
+
+def test_source_balance_folder_must_be_a_data_folder_with_training_photos(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cassava_edge_training.cli import main
+
+    folder = _kaggle_folder(tmp_path / "cassava", [(f"{i}.jpg", str(i % 5)) for i in range(10)],
+                            {f"{i}.jpg": _jpeg() for i in range(10)})
+    for named, message in (("roboflow", "source_balance folder roboflow is not among the data folders"),
+                           ("cassava", "source_balance folder cassava must hold some of the training photos, not all")):
+        result = CliRunner().invoke(main, ["--data", str(folder), "--source-balance", named,
+                                           "--output", str(tmp_path / "run")])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+        assert not (tmp_path / "run").exists()
 
 
 def _mix(kind: str, probability: float, seed: int):

@@ -36,6 +36,9 @@ TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
 @click.option("--class-weights", type=click.Choice(["none", "balanced", "sqrt"]))
 @click.option("--class-weight-folder", metavar="FOLDER",
               help="Count classes for --class-weights in this data folder only (e.g. cassava) [default: all].")
+@click.option("--source-balance", metavar="FOLDER",
+              help="Weight each photo so that its class says nothing about whether it comes from this data folder, "
+                   "e.g. cassava-roboflow [default: off].")
 @click.option("--sampling", type=click.Choice(["uniform", "balanced", "sqrt"]),
               help="Class-balanced sampling: draw each epoch's photos with these class shares [default: uniform].")
 @click.option("--mix", type=click.Choice(["none", "cutmix", "mixup", "both"]),

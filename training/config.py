@@ -51,6 +51,10 @@ class TrainConfig:
     # copies: no CBB, 4/5 of all Healthy) shrinks the weight of its classes for the originals too, and a model that
     # can tell the folders apart learns a distorted prior for original-looking photos (Healthy -> CBB).
     class_weight_folder: str | None = None
+    # Weight each photo so that its class says nothing about whether it comes from this data folder (e.g.
+    # "cassava-roboflow", which holds most CGM and Healthy photos and whose copies look re-encoded):
+    # data.source_balance_weights. The look-jitter removes the look; this removes the reward for reading it.
+    source_balance: str | None = None
     # How each epoch draws its photos: "uniform" (each once) or, with replacement, "balanced" / "sqrt" class shares.
     sampling: str = "uniform"
     # The scan plan whose validation macro recall picks best.keras: the plan the exported model classifies with by

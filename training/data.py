@@ -169,6 +169,31 @@ def class_weights(samples: list[Sample], mode: str, folder: str | None = None) -
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def source_balance_weights(samples: list[Sample], folder: str) -> np.ndarray:
+    """Per-photo loss weights under which a photo's class no longer tells whether it comes from `folder`.
+
+    The photos fall in two groups, `folder` and every other folder. A photo of class c in group g weighs
+    P(c) / P(c | g), counted on `samples`: each class then has the same weighted share in both groups, so the look
+    of a group is no cue for its classes, while each class keeps its total weight (the prior is unchanged). A class
+    that only one group holds (the Roboflow copies have no CBB) keeps weight 1: no weight makes it independent of
+    the group, and shrinking it would only cost the class."""
+    labels = np.asarray([s.label for s in samples])
+    in_folder = np.asarray([s.folder == folder for s in samples])
+    if not in_folder.any() or in_folder.all():
+        raise DataError(f"source_balance folder {folder} must hold some of the training photos, not "
+                        + ("none" if not in_folder.any() else "all"))
+    shared = np.ones(NUM_CLASSES, bool)
+    for group in (in_folder, ~in_folder):
+        shared &= np.bincount(labels[group], minlength=NUM_CLASSES) > 0
+    overall = np.bincount(labels, minlength=NUM_CLASSES) / len(labels)
+    weights = np.ones(len(samples))
+    for group in (in_folder, ~in_folder):
+        within = np.bincount(labels[group], minlength=NUM_CLASSES) / group.sum()
+        for label in np.flatnonzero(shared):
+            weights[group & (labels == label)] = overall[label] / within[label]
+    return weights
+
+
 SAMPLING_MODES = ("uniform", "balanced", "sqrt")
 
 
@@ -250,12 +275,14 @@ def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int,
                  seed: int, augment=None, weights: dict[int, float] | None = None, sampling: str = "uniform",
                  targets: np.ndarray | None = None, looks=None, corner_odds: np.ndarray | None = None,
                  canonical: Callable[[np.ndarray], np.ndarray] | None = None, train_crop: str = "random",
-                 twin_look: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None):
+                 twin_look: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+                 photo_weights: np.ndarray | None = None):
     """tf.data over decoded photos: (random) crop, batch, augment, prefetch.
 
     Training takes a random crop of each photo; otherwise the centre crop. Batches are (images, labels) or, with
     `targets` (photos, classes) such as distillation's soft targets, (images, target rows); class weights, when
-    given, are looked up by each photo's label either way. With `looks` (a `looks.LookJitter`), every training
+    given, are looked up by each photo's label either way, times the photo's own `photo_weights` entry when given
+    (`source_balance_weights`). With `looks` (a `looks.LookJitter`), every training
     photo is given a look drawn afresh each epoch, black corners with its `corner_odds`. With `canonical` (rgb ->
     rgb, the runtime's canonical look), every photo goes through it last.
 
@@ -304,11 +331,13 @@ def make_dataset(photos: list[np.ndarray], labels: list[int], *, crop_size: int,
         ds = ds.map(lambda x, i: (tf.concat([x[..., :3], x[..., 3:]], 0), tf.concat([i, i], 0)))
     label_table = tf.constant(label_array)
     target_table = label_table if targets is None else tf.constant(np.asarray(targets, np.float32))
-    if weights is None:
+    if weights is None and photo_weights is None:
         ds = ds.map(lambda x, i: (x, tf.gather(target_table, i)))
     else:
-        weight_table = tf.constant([weights[c] for c in range(NUM_CLASSES)], dtype=tf.float32)
-        ds = ds.map(lambda x, i: (x, tf.gather(target_table, i), tf.gather(weight_table, tf.gather(label_table, i))))
+        per_class = np.ones(NUM_CLASSES) if weights is None else np.asarray([weights[c] for c in range(NUM_CLASSES)])
+        per_photo = per_class[label_array] * (1.0 if photo_weights is None else np.asarray(photo_weights))
+        weight_table = tf.constant(per_photo, dtype=tf.float32)
+        ds = ds.map(lambda x, i: (x, tf.gather(target_table, i), tf.gather(weight_table, i)))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -19,7 +19,7 @@ from cassava_edge.metadata import CASSAVA_LABELS
 from .config import RECIPE_RESTORE_ASPECT, TrainConfig
 from .data import (
     NUM_CLASSES, DataError, Sample, centre_crops, class_weights, load_photos, make_dataset, mix_batch, parse_aspect,
-    read_kaggle_folder, stratified_split, without_copies_of,
+    read_kaggle_folder, source_balance_weights, stratified_split, without_copies_of,
 )
 from .validation import MONITOR, make_callback, plans_for, write_probabilities
 
@@ -57,6 +57,8 @@ def split_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
         raise DataError(f"restore_aspect names {', '.join(sorted(unknown))}, which is not among the data folders")
     if config.class_weight_folder and config.class_weight_folder not in {f.name for f in folders}:
         raise DataError(f"class_weight_folder {config.class_weight_folder} is not among the data folders")
+    if config.source_balance and config.source_balance not in {f.name for f in folders}:
+        raise DataError(f"source_balance folder {config.source_balance} is not among the data folders")
     names = {f.name for f in folders}
     ratios = {**{k: v for k, v in RECIPE_RESTORE_ASPECT.items() if k in names}, **config.restore_aspect}
     aspects = {name: parse_aspect(ratio) for name, ratio in ratios.items()}
@@ -132,6 +134,17 @@ def train(config: TrainConfig) -> Path:
     check_backbone(config)  # an unknown backbone or missing weights stop here, before any photo is decoded
     train_samples, val_samples = split_samples(config)  # data problems stop here, before TensorFlow loads
     weights = class_weights(train_samples, config.class_weights, config.class_weight_folder)
+    photo_weights = None
+    if config.source_balance:
+        photo_weights = source_balance_weights(train_samples, config.source_balance)
+        per_group = {(s.folder == config.source_balance, s.label): float(w)
+                     for s, w in zip(train_samples, photo_weights)}
+        def shown(key: tuple[bool, int]) -> str:
+            return f"{per_group[key]:.2f}" if key in per_group else "none"
+
+        print(f"source balance against {config.source_balance}: photo weights (in it / elsewhere) "
+              + ", ".join(f"{CASSAVA_LABELS[c]} {shown((True, c))}/{shown((False, c))}" for c in range(NUM_CLASSES)),
+              flush=True)
     started = time.time()
     photos = load_photos(train_samples, config.photo_short_side, config.crop_size)
     print(f"decoded {len(photos)} training photos in {time.time() - started:.0f} s", flush=True)
@@ -189,7 +202,8 @@ def train(config: TrainConfig) -> Path:
     train_ds = make_dataset(photos, labels, crop_size=config.crop_size,
                             batch_size=config.batch_size, training=True, seed=config.seed, augment=aug, weights=weights,
                             sampling=config.sampling, targets=targets, looks=looks, corner_odds=corner_odds,
-                            canonical=canonical, train_crop=config.train_crop, twin_look=twin_look)
+                            canonical=canonical, train_crop=config.train_crop, twin_look=twin_look,
+                            photo_weights=photo_weights)
     steps = math.ceil(len(train_samples) / config.batch_size)
     validation = make_callback(val_samples, config.photo_short_side, config.crop_size, plans, look=canonical)
 
