@@ -163,6 +163,18 @@ def test_source_balance_makes_the_class_say_nothing_about_the_folder() -> None:
     with pytest.raises(DataError, match="source_balance folder nowhere must hold some of the training photos"):
         source_balance_weights(mixed, "nowhere")
 
+    # To the others' mix: they keep weight 1, and the copies are brought to the originals' class shares.
+    to_rest = source_balance_weights(mixed, "cassava-roboflow", mix="rest")
+    assert np.all(to_rest[~roboflow] == 1.0)
+    rest_counts = np.bincount(labels[~roboflow], minlength=5)
+    copies_counts = np.bincount(labels[roboflow], to_rest[roboflow], minlength=5)
+    np.testing.assert_allclose(copies_counts[1:] / rest_counts[1:], roboflow.sum() / (~roboflow).sum(), rtol=1e-9)
+    assert to_rest[roboflow & (labels == 2)][0] == pytest.approx((122 / 1005) / (414 / 1079))
+    with pytest.raises(ValueError, match="mix must be one of all, rest"):
+        source_balance_weights(mixed, "cassava-roboflow", mix="originals")
+    with pytest.raises(ValueError, match="--source-balance-mix needs --source-balance FOLDER"):
+        TrainConfig(data=["d"], source_balance_mix="rest")
+
 
 def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
@@ -232,11 +244,11 @@ def test_one_epoch_end_to_end_writes_a_complete_run_folder(tmp_path: Path) -> No
                              "teachers": [str(run / "best.keras")], "distill_weight": 0.5, "one_look": True,
                              "class_weights": "sqrt", "class_weight_folder": "cassava", "canonical_look": True,
                              "freeze_batchnorm": True, "look_consistency": 12.0,
-                             "source_balance": "cassava-roboflow"})
+                             "source_balance": "cassava-roboflow", "source_balance_mix": "rest"})
     taught = train(student)
     taught_config = json.loads((taught / "config.json").read_text())
     assert taught_config["teachers"] == [str(run / "best.keras")]
-    assert taught_config["source_balance"] == "cassava-roboflow"
+    assert (taught_config["source_balance"], taught_config["source_balance_mix"]) == ("cassava-roboflow", "rest")
     # --freeze-batchnorm is kept in the checkpoint, so a --resume goes on with the same frozen layers.
     reloaded = keras.saving.load_model(taught / "last.keras")
     from cassava_edge_training.consistency import LookConsistencyLoss

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .config import TRAIN_CROPS, TrainConfig
+from .config import SOURCE_BALANCE_MIXES, TRAIN_CROPS, TrainConfig
 
 TRAIN_HINT = 'pip install "cassava-edge[train]"'
 # The packages of the [train] extra that training imports: a runtime-only install lacks them.
@@ -39,6 +39,9 @@ TRAIN_MODULES = {"keras", "tensorflow", "torch", "matplotlib"}
 @click.option("--source-balance", metavar="FOLDER",
               help="Weight each photo so that its class says nothing about whether it comes from this data folder, "
                    "e.g. cassava-roboflow [default: off].")
+@click.option("--source-balance-mix", type=click.Choice(SOURCE_BALANCE_MIXES),
+              help="With --source-balance: weight both groups to the class mix of all photos (all), or only the "
+                   "folder's photos to the mix of the others (rest) [default: all].")
 @click.option("--sampling", type=click.Choice(["uniform", "balanced", "sqrt"]),
               help="Class-balanced sampling: draw each epoch's photos with these class shares [default: uniform].")
 @click.option("--mix", type=click.Choice(["none", "cutmix", "mixup", "both"]),

@@ -14,6 +14,7 @@ from cassava_edge.contract import DEFAULT_SCAN
 # folder, so the recipe restores it whenever a folder of that name is trained on.
 RECIPE_RESTORE_ASPECT = {"cassava-roboflow": "4:3"}
 TRAIN_CROPS = ("random", "resized")
+SOURCE_BALANCE_MIXES = ("all", "rest")  # data.source_balance_weights
 
 
 @dataclass
@@ -55,6 +56,9 @@ class TrainConfig:
     # "cassava-roboflow", which holds most CGM and Healthy photos and whose copies look re-encoded):
     # data.source_balance_weights. The look-jitter removes the look; this removes the reward for reading it.
     source_balance: str | None = None
+    # The class mix source_balance weights both groups to: of all training photos ("all") or of the photos outside
+    # the folder ("rest", the originals' mix: only the folder's photos are reweighted).
+    source_balance_mix: str = "all"
     # How each epoch draws its photos: "uniform" (each once) or, with replacement, "balanced" / "sqrt" class shares.
     sampling: str = "uniform"
     # The scan plan whose validation macro recall picks best.keras: the plan the exported model classifies with by
@@ -133,6 +137,11 @@ class TrainConfig:
             raise ValueError(f"--look-consistency is a weight, 0 or more, not {self.look_consistency}")
         if self.look_consistency > 0 and self.mix != "none":
             raise ValueError("--look-consistency pairs each photo with its twin in the batch; --mix would mix them")
+        if self.source_balance_mix not in SOURCE_BALANCE_MIXES:
+            raise ValueError(f"--source-balance-mix must be one of {', '.join(SOURCE_BALANCE_MIXES)}, "
+                             f"not {self.source_balance_mix!r}")
+        if self.source_balance_mix != "all" and not self.source_balance:
+            raise ValueError("--source-balance-mix needs --source-balance FOLDER")
         if self.checkpoint_plan not in SCAN_PLANS:
             raise ValueError(f"checkpoint_plan must be one of {', '.join(SCAN_PLANS)}, not {self.checkpoint_plan!r}")
 

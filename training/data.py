@@ -20,6 +20,7 @@ from cassava_edge.errors import CassavaEdgeError, ImageError
 from cassava_edge.imaging import load_image, read_header
 from cassava_edge.metadata import CASSAVA_LABELS
 from cassava_edge.scan import resize, scale_photo
+from .config import SOURCE_BALANCE_MIXES
 
 NUM_CLASSES = len(CASSAVA_LABELS)
 
@@ -169,28 +170,34 @@ def class_weights(samples: list[Sample], mode: str, folder: str | None = None) -
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def source_balance_weights(samples: list[Sample], folder: str) -> np.ndarray:
+def source_balance_weights(samples: list[Sample], folder: str, mix: str = "all") -> np.ndarray:
     """Per-photo loss weights under which a photo's class no longer tells whether it comes from `folder`.
 
     The photos fall in two groups, `folder` and every other folder. A photo of class c in group g weighs
-    P(c) / P(c | g), counted on `samples`: each class then has the same weighted share in both groups, so the look
-    of a group is no cue for its classes, while each class keeps its total weight (the prior is unchanged). A class
-    that only one group holds (the Roboflow copies have no CBB) keeps weight 1: no weight makes it independent of
-    the group, and shrinking it would only cost the class."""
+    t(c) / P(c | g), counted on `samples`, so that each class has the same weighted share in both groups and the
+    look of a group is no cue for its classes. The target mix t is the class mix of all the photos (`all`: each
+    class keeps its total weight, so the prior is unchanged, but the other folders' photos are reweighted too) or
+    that of the photos outside `folder` (`rest`: those keep weight 1, and only `folder` is brought to their mix,
+    its over-held classes down-weighted). A class that only one group holds (the Roboflow copies have no CBB) keeps
+    weight 1: no weight makes it independent of the group, and shrinking it would only cost the class."""
+    if mix not in SOURCE_BALANCE_MIXES:
+        raise ValueError(f"source balance mix must be one of {', '.join(SOURCE_BALANCE_MIXES)}, not {mix!r}")
     labels = np.asarray([s.label for s in samples])
     in_folder = np.asarray([s.folder == folder for s in samples])
     if not in_folder.any() or in_folder.all():
         raise DataError(f"source_balance folder {folder} must hold some of the training photos, not "
                         + ("none" if not in_folder.any() else "all"))
-    shared = np.ones(NUM_CLASSES, bool)
-    for group in (in_folder, ~in_folder):
-        shared &= np.bincount(labels[group], minlength=NUM_CLASSES) > 0
-    overall = np.bincount(labels, minlength=NUM_CLASSES) / len(labels)
+
+    def class_mix(group: np.ndarray) -> np.ndarray:
+        return np.bincount(labels[group], minlength=NUM_CLASSES) / group.sum()
+
+    shared = (class_mix(in_folder) > 0) & (class_mix(~in_folder) > 0)
+    target = class_mix(np.ones(len(samples), bool)) if mix == "all" else class_mix(~in_folder)
     weights = np.ones(len(samples))
     for group in (in_folder, ~in_folder):
-        within = np.bincount(labels[group], minlength=NUM_CLASSES) / group.sum()
+        within = class_mix(group)
         for label in np.flatnonzero(shared):
-            weights[group & (labels == label)] = overall[label] / within[label]
+            weights[group & (labels == label)] = target[label] / within[label]
     return weights
 
 

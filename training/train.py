@@ -136,13 +136,15 @@ def train(config: TrainConfig) -> Path:
     weights = class_weights(train_samples, config.class_weights, config.class_weight_folder)
     photo_weights = None
     if config.source_balance:
-        photo_weights = source_balance_weights(train_samples, config.source_balance)
+        photo_weights = source_balance_weights(train_samples, config.source_balance, config.source_balance_mix)
         per_group = {(s.folder == config.source_balance, s.label): float(w)
                      for s, w in zip(train_samples, photo_weights)}
+
         def shown(key: tuple[bool, int]) -> str:
             return f"{per_group[key]:.2f}" if key in per_group else "none"
 
-        print(f"source balance against {config.source_balance}: photo weights (in it / elsewhere) "
+        print(f"source balance against {config.source_balance} to the class mix of {config.source_balance_mix}: "
+              "photo weights (in it / elsewhere) "
               + ", ".join(f"{CASSAVA_LABELS[c]} {shown((True, c))}/{shown((False, c))}" for c in range(NUM_CLASSES)),
               flush=True)
     started = time.time()
