@@ -52,14 +52,14 @@ def split_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     """Training and validation samples. Validation comes from one folder only (the originals), so photos from
     the other folders are always trained on and never leak into validation."""
     folders = [Path(f) for f in config.data]
-    unknown = set(config.restore_aspect) - {f.name for f in folders}
+    names = {f.name for f in folders}
+    unknown = set(config.restore_aspect) - names
     if unknown:
         raise DataError(f"restore_aspect names {', '.join(sorted(unknown))}, which is not among the data folders")
-    if config.class_weight_folder and config.class_weight_folder not in {f.name for f in folders}:
-        raise DataError(f"class_weight_folder {config.class_weight_folder} is not among the data folders")
-    if config.source_balance and config.source_balance not in {f.name for f in folders}:
-        raise DataError(f"source_balance folder {config.source_balance} is not among the data folders")
-    names = {f.name for f in folders}
+    for option, folder in (("class_weight_folder", config.class_weight_folder),
+                           ("source_balance folder", config.source_balance)):
+        if folder and folder not in names:
+            raise DataError(f"{option} {folder} is not among the data folders")
     ratios = {**{k: v for k, v in RECIPE_RESTORE_ASPECT.items() if k in names}, **config.restore_aspect}
     aspects = {name: parse_aspect(ratio) for name, ratio in ratios.items()}
     by_folder = {f.name: read_kaggle_folder(f, skip_bad=config.skip_bad, max_images=config.max_images,
